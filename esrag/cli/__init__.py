@@ -1,0 +1,1 @@
+"""The ``esrag`` command line (entry point :func:`esrag.cli.main.main`)."""

@@ -1,0 +1,78 @@
+"""``esrag search``: query an index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from esrag.cli._common import CliError, add_model_args, open_index, print_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("query", nargs="+", help="one or more query strings")
+    p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--shortlist", type=int, default=None, metavar="N",
+                   help="coarse candidates reranked (default: the index's)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata equality filter, repeatable (AND); VALUE is JSON or a string")
+    p.add_argument("--mode", choices=("cascade", "coarse", "fine"), default="cascade",
+                   help="cascade (default), coarse stage only, or exact fine-only reference")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_model_args(p, default_help="default: the index's model")
+
+
+def parse_filters(items: list[str]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--filter {item!r}: expected KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, (list, dict)) or value is None:
+            value = raw
+        out[key.strip()] = value
+    return out or None
+
+
+def search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    index, _encoder = open_index(args.index, args.model, args.device)
+    result = index.search(args.query, k=args.k, shortlist=args.shortlist,
+                          filter=parse_filters(args.filter), mode=args.mode)
+    out = []
+    for query, ids, scores in zip(args.query, result.ids, result.scores, strict=True):
+        docs = {d.id: d for d in index.get_by_ids(ids)}
+        hits = [
+            {"id": i, "score": round(float(s), 6), "text": docs[i].text if i in docs else None,
+             "metadata": dict(docs[i].metadata) if i in docs else {}}
+            for i, s in zip(ids, scores, strict=True)
+        ]
+        out.append({"query": query, "hits": hits})
+    return out
+
+
+def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:
+    lines: list[str] = []
+    for res in results:
+        lines.append(f"query: {res['query']}")
+        if not res["hits"]:
+            lines.append("  (no results)")
+        for rank, hit in enumerate(res["hits"], 1):
+            text = " ".join((hit["text"] or "").split())
+            if len(text) > width:
+                text = text[: width - 1] + "…"
+            lines.append(f"  {rank:>2}. {hit['score']:.4f}  {hit['id']}  {text}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    results = search(args)
+    if args.json:
+        print_json(results[0] if len(results) == 1 else results)
+    else:
+        print(format_hits(results))
+    return 0

@@ -1,0 +1,25 @@
+"""``esrag train``: ESE fine-tuning (wraps :mod:`esrag.train`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from esrag.cli._common import print_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from esrag.train.cli_args import add_train_arguments
+
+    add_train_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the training result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from esrag.train.cli_args import run_from_args
+
+    result = run_from_args(args)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(result.summary())
+    return 0

@@ -1,0 +1,266 @@
+"""Stream documents from a corpus: JSONL, CSV/TSV, Parquet, a folder of .txt/.md files, or BEIR.
+
+Every reader yields :class:`Document` records one at a time (memory bounded by one record
+or one Parquet batch), and every error names the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esrag.data._lines import iter_jsonl, iter_text_lines
+from esrag.data.beir import doc_text
+from esrag.data.chunking import chunk_text
+from esrag.data.errors import DataError
+
+__all__ = ["CorpusFormat", "CorpusSpec", "Document", "detect_format", "read_corpus"]
+
+log = logging.getLogger(__name__)
+
+Scalar = str | int | float | bool
+
+
+class CorpusFormat(str, enum.Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    TSV = "tsv"
+    PARQUET = "parquet"
+    FOLDER = "folder"
+    BEIR = "beir"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document (or chunk) to index: a stable id, the text to encode, flat metadata."""
+
+    id: str
+    text: str
+    metadata: dict[str, Scalar] = field(default_factory=dict)
+    source: str = ""  # "file:line", for messages
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of text + metadata: what incremental builds compare."""
+        payload = json.dumps([self.text, self.metadata], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """How to read a corpus. ``id_field=None`` means "id", else "_id"; ``metadata_fields=None``
+    keeps every other scalar field (a nested ``metadata`` object is flattened into it)."""
+
+    id_field: str | None = None
+    text_field: str = "text"
+    title_field: str | None = "title"
+    metadata_fields: tuple[str, ...] | None = None
+    chunk_size: int = 1000
+    chunk_overlap: int = 200
+    extensions: tuple[str, ...] = (".txt", ".md")
+
+
+_SUFFIXES = {
+    ".jsonl": CorpusFormat.JSONL, ".ndjson": CorpusFormat.JSONL, ".json": CorpusFormat.JSONL,
+    ".csv": CorpusFormat.CSV, ".tsv": CorpusFormat.TSV,
+    ".parquet": CorpusFormat.PARQUET, ".pq": CorpusFormat.PARQUET,
+}
+
+
+def detect_format(path: str | os.PathLike[str]) -> CorpusFormat:
+    """Guess the corpus format from the path (a BEIR folder has ``corpus.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        return CorpusFormat.BEIR if (path / "corpus.jsonl").is_file() else CorpusFormat.FOLDER
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown corpus format {path.suffix!r}; expected a folder or "
+                         f"one of {', '.join(sorted(_SUFFIXES))} (or pass the format)")
+    return fmt
+
+
+def read_corpus(
+    path: str | os.PathLike[str],
+    spec: CorpusSpec | None = None,
+    fmt: CorpusFormat | str | None = None,
+) -> Iterator[Document]:
+    """Stream :class:`Document` records from ``path``; ids are checked to be unique."""
+    spec = spec or CorpusSpec()
+    path = Path(path)
+    fmt = CorpusFormat(fmt) if fmt is not None else detect_format(path)
+    readers = {
+        CorpusFormat.JSONL: _read_jsonl, CorpusFormat.CSV: _read_csv, CorpusFormat.TSV: _read_csv,
+        CorpusFormat.PARQUET: _read_parquet, CorpusFormat.FOLDER: _read_folder,
+        CorpusFormat.BEIR: _read_beir,
+    }
+    seen: dict[str, str] = {}
+    count = 0
+    for doc in readers[fmt](path, spec, fmt):
+        if doc is None:
+            continue
+        if doc.id in seen:
+            file, _, line = doc.source.rpartition(":")
+            raise DataError(file or path, int(line) if line.isdigit() else None,
+                            f"duplicate id {doc.id!r} (first at {seen[doc.id]})",
+                            field=spec.id_field or "id")
+        seen[doc.id] = doc.source
+        count += 1
+        yield doc
+    if count == 0:
+        raise DataError(path, None, "the corpus has no documents")
+
+
+def _record_to_doc(
+    rec: dict[str, Any], spec: CorpusSpec, path: Path, line: int
+) -> Document | None:
+    id_field = spec.id_field or ("id" if "id" in rec or "_id" not in rec else "_id")
+    raw_id = rec.get(id_field)
+    if raw_id is None or raw_id == "":
+        keys = ", ".join(sorted(map(str, rec))) or "none"
+        raise DataError(path, line, f"missing (the record has: {keys}); choose the id field "
+                        "with --id-field", field=id_field)
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        raise DataError(path, line, f"expected a string or int, got {type(raw_id).__name__}",
+                        field=id_field)
+    text = rec.get(spec.text_field)
+    if text is None:
+        keys = ", ".join(sorted(map(str, rec))) or "none"
+        raise DataError(path, line, f"missing (the record has: {keys}); choose the text field "
+                        "with --text-field", field=spec.text_field)
+    if not isinstance(text, str):
+        raise DataError(path, line, f"expected a string, got {type(text).__name__}",
+                        field=spec.text_field)
+    title = rec.get(spec.title_field) if spec.title_field else None
+    if title is not None and not isinstance(title, str):
+        raise DataError(path, line, f"expected a string, got {type(title).__name__}",
+                        field=spec.title_field)
+    full = doc_text(title or "", text)
+    if not full:
+        log.warning("%s:%d: empty text, document %r skipped", path, line, raw_id)
+        return None
+    used = {id_field, spec.text_field, spec.title_field}
+    meta = _metadata(rec, spec, used, path, line)
+    return Document(str(raw_id), full, meta, f"{path}:{line}")
+
+
+def _metadata(
+    rec: dict[str, Any], spec: CorpusSpec, used: set[str | None], path: Path, line: int
+) -> dict[str, Scalar]:
+    if spec.metadata_fields is not None:
+        meta: dict[str, Scalar] = {}
+        for name in spec.metadata_fields:
+            if name not in rec:
+                raise DataError(path, line, "missing metadata field", field=name)
+            meta[name] = _scalar(rec[name], name, path, line)
+        return meta
+    flat: dict[str, Any] = {}
+    nested = rec.get("metadata")
+    if isinstance(nested, dict):
+        flat.update(nested)
+    flat.update({k: v for k, v in rec.items() if k not in used and k != "metadata"})
+    return {k: v for k, v in flat.items() if isinstance(v, str | int | float | bool)}
+
+
+def _scalar(value: Any, name: str, path: Path, line: int) -> Scalar:
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise DataError(path, line, f"metadata must be a string, number or bool, got "
+                    f"{type(value).__name__}", field=name)
+
+
+def _read_jsonl(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
+    for line, rec in iter_jsonl(path):
+        yield _record_to_doc(rec, spec, path, line)
+
+
+def _decoded_lines(path: Path) -> Iterator[str]:
+    for _number, text in iter_text_lines(path):
+        yield text + "\n"
+
+
+def _read_csv(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
+    reader = csv.reader(_decoded_lines(path), delimiter="\t" if fmt is CorpusFormat.TSV else ",")
+    header: list[str] | None = None
+    for row in reader:
+        line = reader.line_num
+        if header is None:
+            if not any(cell.strip() for cell in row):
+                continue
+            header = [cell.strip() for cell in row]
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(path, line, f"expected {len(header)} columns like the header, "
+                            f"got {len(row)}")
+        rec: dict[str, Any] = dict(zip(header, row, strict=True))
+        yield _record_to_doc(rec, spec, path, line)
+    if header is None:
+        raise DataError(path, None, "the file is empty (no header row)")
+
+
+def _read_parquet(
+    path: Path, spec: CorpusSpec, fmt: CorpusFormat
+) -> Iterator[Document | None]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as err:  # pragma: no cover - pyarrow ships with datasets
+        raise ImportError("reading Parquet needs pyarrow: pip install pyarrow") from err
+    try:
+        handle = pq.ParquetFile(path)
+    except Exception as err:
+        raise DataError(path, None, f"not a readable Parquet file ({err})") from None
+    columns = handle.schema_arrow.names
+    for name in (spec.text_field,):
+        if name not in columns:
+            raise DataError(path, None, f"no such column (columns: {', '.join(columns)})",
+                            field=name)
+    row = 0
+    for batch in handle.iter_batches(batch_size=1024):
+        for rec in batch.to_pylist():
+            row += 1
+            yield _record_to_doc(rec, spec, path, row)
+
+
+def _read_beir(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
+    corpus = path / "corpus.jsonl"
+    for line, rec in iter_jsonl(corpus):
+        beir_spec = CorpusSpec(id_field="_id", text_field="text", title_field="title",
+                               metadata_fields=spec.metadata_fields)
+        yield _record_to_doc(rec, beir_spec, corpus, line)
+
+
+def _iter_files(root: Path, extensions: Sequence[str]) -> Iterable[Path]:
+    exts = {e.lower() for e in extensions}
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def _read_folder(root: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document]:
+    files = list(_iter_files(root, spec.extensions))
+    if not files:
+        raise DataError(root, None, f"no {'/'.join(spec.extensions)} files in the folder")
+    for file in files:
+        text = "\n".join(line for _n, line in iter_text_lines(file))
+        rel = file.relative_to(root).as_posix()
+        chunks = chunk_text(text, spec.chunk_size, spec.chunk_overlap)
+        if not chunks:
+            log.warning("%s: empty file, skipped", file)
+            continue
+        offset = 0
+        for i, chunk in enumerate(chunks):
+            pos = text.find(chunk, offset)
+            offset = max(pos, offset)
+            line = text.count("\n", 0, offset) + 1
+            meta: dict[str, Scalar] = {"source": rel, "chunk": i}
+            yield Document(f"{rel}#{i}", chunk, meta, f"{file}:{line}")

@@ -1,0 +1,35 @@
+"""Errors for malformed input data: every message names the file, the line and the field."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DataError", "where"]
+
+
+def where(path: str | os.PathLike[str], line: int | None = None) -> str:
+    """``file:line`` (or just ``file``) for error messages."""
+    return f"{os.fspath(path)}:{line}" if line is not None else os.fspath(path)
+
+
+class DataError(ValueError):
+    """A malformed input file; ``str(err)`` starts with ``file:line:``.
+
+    Attributes ``path``, ``line`` (1-based, or None when the whole file is at fault) and
+    ``field`` (or None) let callers point at the problem programmatically.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        line: int | None,
+        message: str,
+        *,
+        field: str | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.line = line
+        self.field = field
+        prefix = where(path, line)
+        detail = f"field {field!r}: {message}" if field is not None else message
+        super().__init__(f"{prefix}: {detail}")

@@ -1,0 +1,24 @@
+"""Two-stage cascade index: coarse FAISS shortlist over shallow low-dimension vectors, exact
+rerank with deep full-dimension vectors; safe persistence."""
+
+from __future__ import annotations
+
+from esrag.index.cascade import CascadeIndex, IndexedDocument, SearchResult
+from esrag.index.config import CascadeConfig, FineDType, SearchMode, Transform
+from esrag.index.storage import IndexFormatError, Manifest, ModelMismatchError
+from esrag.index.transforms import FittedTransform, fit_transform
+
+__all__ = [
+    "CascadeConfig",
+    "CascadeIndex",
+    "FineDType",
+    "FittedTransform",
+    "IndexFormatError",
+    "IndexedDocument",
+    "Manifest",
+    "ModelMismatchError",
+    "SearchMode",
+    "SearchResult",
+    "Transform",
+    "fit_transform",
+]

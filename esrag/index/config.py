@@ -1,0 +1,143 @@
+"""Configuration of a :class:`~esrag.index.cascade.CascadeIndex`: frozen, JSON round-trippable."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from esrag.encoder.views import View, parse_view
+
+__all__ = ["CascadeConfig", "FineDType", "SearchMode", "Transform"]
+
+
+class Transform(str, enum.Enum):
+    """How the coarse source vector (layer Lc, full width) becomes the coarse vector (dc dims)."""
+
+    PREFIX = "prefix"
+    """The first dc dimensions (what ESE training makes informative)."""
+    PCA = "pca"
+    """A PCA rotation fitted on the corpus's coarse source vectors; keep dc components."""
+    ADAPTER = "adapter"
+    """A closed-form ridge map from the coarse source to the fine vector, then PCA to dc."""
+
+
+class SearchMode(str, enum.Enum):
+    """Which stages a search runs."""
+
+    CASCADE = "cascade"
+    """Coarse shortlist, exact fine rerank."""
+    COARSE = "coarse"
+    """Coarse stage only (its scores)."""
+    FINE = "fine"
+    """Exact flat search over every fine vector: the reference ranking."""
+
+
+class FineDType(str, enum.Enum):
+    """Storage type of the fine vectors."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Settings of a cascade index.
+
+    For an embedder without views (any LangChain ``Embeddings``) the coarse source and the
+    fine vector are both its L2-normalised embedding; ``coarse_layer`` and ``fine_view``
+    are then ignored.
+    """
+
+    coarse_layer: int | None = None
+    """1-based layer Lc of the coarse source view (Lc, hidden); ``None`` = the last layer."""
+    coarse_dim: int = 64
+    """Coarse dimension dc after the transform (clipped to the source dimension)."""
+    transform: Transform = Transform.PCA
+    fine_view: View | None = None
+    """Fine view (Ld, dd); ``None`` = the encoder's default view."""
+    index_type: str = "Flat"
+    """FAISS factory string of the coarse index: ``Flat``, ``HNSW32``, ``IVF1024,Flat``, ..."""
+    shortlist: int = 100
+    """Default number of coarse candidates reranked by the fine stage."""
+    fine_dtype: FineDType = FineDType.FLOAT32
+    nprobe: int = 16
+    """IVF lists probed per query."""
+    ef_search: int = 128
+    """HNSW search breadth (raised to at least the shortlist)."""
+    train_size: int = 50_000
+    """Documents used to fit the transform and train the coarse index (the first ones)."""
+    adapter_ridge: float = 1e-2
+    """Ridge strength of the adapter, relative to the mean eigenvalue of the source covariance."""
+    use_gpu: bool | None = None
+    """``None``: use faiss-gpu when installed and a GPU is present; ``True``: require it."""
+    exact_filter_threshold: int = 20_000
+    """Filtered searches matching at most this many documents are scored exactly."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transform", _enum(Transform, self.transform, "transform"))
+        object.__setattr__(self, "fine_dtype", _enum(FineDType, self.fine_dtype, "fine_dtype"))
+        if self.fine_view is not None:
+            object.__setattr__(self, "fine_view", parse_view(self.fine_view, what="fine_view"))
+        for name in ("coarse_dim", "shortlist", "nprobe", "ef_search", "train_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CascadeConfig.{name} must be a positive int, got {value!r}")
+        if self.coarse_layer is not None and (
+            isinstance(self.coarse_layer, bool)
+            or not isinstance(self.coarse_layer, int)
+            or self.coarse_layer < 1
+        ):
+            raise ValueError(
+                "CascadeConfig.coarse_layer must be a 1-based layer or None, "
+                f"got {self.coarse_layer!r}"
+            )
+        if not isinstance(self.index_type, str) or not self.index_type.strip():
+            raise ValueError(
+                f"CascadeConfig.index_type must be a faiss factory string, got {self.index_type!r}"
+            )
+        if not self.adapter_ridge > 0:
+            raise ValueError(f"CascadeConfig.adapter_ridge must be > 0, got {self.adapter_ridge!r}")
+        if self.exact_filter_threshold < 0:
+            raise ValueError(
+                "CascadeConfig.exact_filter_threshold must be >= 0, "
+                f"got {self.exact_filter_threshold!r}"
+            )
+        if self.use_gpu not in (None, True, False):
+            raise ValueError(
+                f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}"
+            )
+
+    def replace(self, **changes: Any) -> CascadeConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, View):
+                value = value.to_json()
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CascadeConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CascadeConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def _enum(kind: type[enum.Enum], value: object, name: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in kind)
+        raise ValueError(f"CascadeConfig.{name} must be one of {choices}, got {value!r}") from None

@@ -1,0 +1,165 @@
+"""Coarse-view transforms: ``prefix``, ``pca`` and ``adapter``, fitted with numpy.
+
+Every transform maps a coarse source vector ``x`` (layer Lc, full width) to
+``normalize(x @ M - b)`` with ``M`` of shape (source_dim, dim) — or to the renormalised first
+``dim`` coordinates for ``prefix``. Persisted as JSON + ``.npy`` (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from esrag.index.config import Transform
+
+__all__ = ["FittedTransform", "fit_transform", "l2_normalize"]
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "transform.json"
+MATRIX_FILE = "transform_matrix.npy"
+BIAS_FILE = "transform_bias.npy"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation (zero rows stay zero), as contiguous float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    return x / norms
+
+
+@dataclass(frozen=True, eq=False)
+class FittedTransform:
+    """A fitted coarse transform. ``matrix``/``bias`` are ``None`` for ``prefix``."""
+
+    kind: Transform
+    source_dim: int
+    dim: int
+    matrix: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+    def __call__(self, source: np.ndarray) -> np.ndarray:
+        """Map (n, source_dim) source vectors to L2-normalised (n, dim) coarse vectors."""
+        source = np.asarray(source)
+        if source.ndim != 2 or source.shape[1] != self.source_dim:
+            raise ValueError(
+                f"coarse source vectors must have shape (n, {self.source_dim}), "
+                f"got {tuple(source.shape)}"
+            )
+        if self.matrix is None:
+            return l2_normalize(source[:, : self.dim])
+        out = np.asarray(source, dtype=np.float32) @ self.matrix
+        if self.bias is not None:
+            out -= self.bias
+        return l2_normalize(out)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "source_dim": self.source_dim, "dim": self.dim}
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the transform into ``folder``; returns the file names written."""
+        (folder / META_FILE).write_text(json.dumps(self.describe(), indent=2) + "\n")
+        names = [META_FILE]
+        if self.matrix is not None:
+            np.save(folder / MATRIX_FILE, self.matrix, allow_pickle=False)
+            np.save(folder / BIAS_FILE, self._bias(), allow_pickle=False)
+            names += [MATRIX_FILE, BIAS_FILE]
+        return names
+
+    def _bias(self) -> np.ndarray:
+        return self.bias if self.bias is not None else np.zeros(self.dim, np.float32)
+
+    @classmethod
+    def load(cls, folder: Path) -> FittedTransform:
+        """Read a transform written by :meth:`save`; errors name the file."""
+        meta_path = folder / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+            kind = Transform(meta["kind"])
+            source_dim, dim = int(meta["source_dim"]), int(meta["dim"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{meta_path}: unreadable transform description ({exc})") from exc
+        if kind is Transform.PREFIX:
+            return cls(kind, source_dim, dim)
+        matrix = _load_array(folder / MATRIX_FILE, (source_dim, dim))
+        bias = _load_array(folder / BIAS_FILE, (dim,))
+        return cls(kind, source_dim, dim, matrix, bias)
+
+
+def _load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable array ({exc})") from exc
+    if array.shape != shape or array.dtype != np.float32:
+        raise ValueError(
+            f"{path}: expected float32 array of shape {shape}, got {array.dtype} {array.shape}"
+        )
+    return array
+
+
+def _top_components(cov: np.ndarray, dim: int) -> np.ndarray:
+    """The ``dim`` leading eigenvectors of a symmetric matrix as columns, sign-fixed."""
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:dim]
+    comps = vectors[:, order]
+    signs = np.sign(comps[np.abs(comps).argmax(axis=0), np.arange(comps.shape[1])])
+    signs[signs == 0] = 1.0
+    return comps * signs
+
+
+def fit_transform(
+    kind: Transform | str,
+    source: np.ndarray,
+    dim: int,
+    *,
+    fine: np.ndarray | None = None,
+    ridge: float = 1e-2,
+) -> FittedTransform:
+    """Fit a transform on corpus vectors.
+
+    ``source``: (n, source_dim) coarse source vectors; ``fine``: (n, fine_dim) deep vectors
+    (required by ``adapter``); ``dim``: output dimension (≤ source_dim, and ≤ fine_dim for
+    ``adapter``).
+    """
+    kind = Transform(kind)
+    source = np.asarray(source)
+    if source.ndim != 2:
+        raise ValueError(f"source vectors must be 2-D, got shape {tuple(source.shape)}")
+    n, source_dim = source.shape
+    if not 1 <= dim <= source_dim:
+        raise ValueError(f"transform dim must be in 1..{source_dim}, got {dim}")
+    if kind is Transform.PREFIX:
+        return FittedTransform(kind, source_dim, dim)
+    if n < 2:
+        raise ValueError(f"fitting a {kind.value} transform needs at least 2 vectors, got {n}")
+    x = source.astype(np.float64)
+    mean_x = x.mean(axis=0)
+    xc = x - mean_x
+    if kind is Transform.PCA:
+        comps = _top_components(xc.T @ xc / n, dim)
+        matrix = comps
+    else:
+        if fine is None:
+            raise ValueError("the adapter transform needs the fine vectors of the same documents")
+        y = np.asarray(fine, dtype=np.float64)
+        if y.shape[0] != n or y.ndim != 2:
+            raise ValueError(f"fine vectors must have shape ({n}, d), got {tuple(y.shape)}")
+        if dim > y.shape[1]:
+            raise ValueError(f"adapter dim {dim} exceeds the fine dimension {y.shape[1]}")
+        yc = y - y.mean(axis=0)
+        gram = xc.T @ xc
+        lam = ridge * max(np.trace(gram) / source_dim, 1e-12)
+        weights = np.linalg.solve(gram + lam * np.eye(source_dim), xc.T @ yc)
+        mapped = xc @ weights
+        comps = _top_components(mapped.T @ mapped / n, dim)
+        matrix = weights @ comps
+    matrix32 = np.ascontiguousarray(matrix, dtype=np.float32)
+    bias = np.ascontiguousarray(mean_x @ matrix, dtype=np.float32)
+    logger.debug("fitted %s transform %d -> %d dims on %d vectors", kind.value, source_dim, dim, n)
+    return FittedTransform(kind, source_dim, dim, matrix32, bias)

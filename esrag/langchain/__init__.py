@@ -1,0 +1,1 @@
+"""LangChain integrations: Embeddings and a cascade VectorStore."""

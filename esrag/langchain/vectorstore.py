@@ -1,0 +1,245 @@
+"""LangChain ``VectorStore`` and retriever over a :class:`~esrag.index.CascadeIndex`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+
+from esrag.index import CascadeConfig, CascadeIndex, SearchMode
+
+__all__ = ["CascadeRetriever", "CascadeVectorStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class CascadeVectorStore(VectorStore):
+    """A LangChain vector store backed by a two-stage cascade index.
+
+    ``embedding`` is an ``esrag.encoder.EspressoEncoder`` (both views from one pass) or any
+    LangChain ``Embeddings`` (its vector serves both stages). Search keyword arguments:
+    ``k``, ``shortlist`` (coarse candidates reranked exactly), ``filter`` (metadata equality,
+    ``{"$in": [...]}``), ``mode`` (``"cascade"``, ``"coarse"``, ``"fine"``).
+    """
+
+    def __init__(
+        self,
+        embedding: Any,
+        config: CascadeConfig | None = None,
+        *,
+        index: CascadeIndex | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.index = index if index is not None else CascadeIndex(embedding, config)
+        self._embedding = embedding
+        self.batch_size = batch_size
+
+    @property
+    def embeddings(self) -> Embeddings | None:
+        return self._embedding if isinstance(self._embedding, Embeddings) else None
+
+    # ------------------------------------------------------------------ write
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and upsert texts; ``None`` ids (or no ids) get a fresh uuid4."""
+        batch_size = int(kwargs.pop("batch_size", self.batch_size))
+        show = kwargs.pop("show_progress_bar", None)
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+        texts = list(texts)
+        if ids is not None and not any(i is not None for i in ids):
+            ids = None
+        return self.index.add(
+            texts, ids, metadatas, batch_size=batch_size, show_progress_bar=show
+        )
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete by id (missing ids are ignored); ``ids=None`` deletes everything."""
+        if ids is None:
+            self.index.clear()
+        else:
+            self.index.delete(ids)
+        return True
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return [
+            Document(id=doc.id, page_content=doc.text, metadata=doc.metadata)
+            for doc in self.index.get_by_ids(ids)
+        ]
+
+    # ----------------------------------------------------------------- search
+    def _documents(self, ids: list[str], scores: list[float]) -> list[tuple[Document, float]]:
+        by_id = {doc.id: doc for doc in self.index.get_by_ids(ids)}
+        out = []
+        for doc_id, score in zip(ids, scores, strict=True):
+            doc = by_id.get(doc_id)
+            if doc is not None:  # deleted between the search and the lookup
+                out.append(
+                    (Document(id=doc.id, page_content=doc.text, metadata=doc.metadata), score)
+                )
+        return out
+
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        *,
+        shortlist: int | None = None,
+        mode: SearchMode | str = SearchMode.CASCADE,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Documents most similar to ``query`` with their cosine similarity (higher is better)."""
+        _check_kwargs(kwargs)
+        shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
+        result = self.index.search([query], k=k, shortlist=shortlist, filter=filter, mode=mode)
+        return self._documents(result.ids[0], result.scores[0])
+
+    def similarity_search(
+        self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: dict[str, Any] | None = None,
+        *,
+        shortlist: int | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Search with a fine-view query vector.
+
+        When the coarse source is a different view than the fine one (an ESE encoder with a
+        shallow coarse layer) a single vector cannot feed both stages: this runs the exact
+        fine-only search.
+        """
+        _check_kwargs(kwargs)
+        vector = np.asarray(embedding, dtype=np.float32)[None, :]
+        adapter = self.index._adapter
+        same = adapter is None or adapter.same_vectors
+        mode = SearchMode.CASCADE if same else SearchMode.FINE
+        shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
+        if len(self.index) == 0:
+            return []
+        result = self.index.search_embeddings(
+            vector if same else np.zeros((1, self.index.source_dim or 1), np.float32),
+            vector,
+            k=k,
+            shortlist=shortlist,
+            filter=filter,
+            mode=mode,
+        )
+        return [doc for doc, _ in self._documents(result.ids[0], result.scores[0])]
+
+    def _select_relevance_score_fn(self) -> Any:
+        return lambda score: max(0.0, min(1.0, (1.0 + score) / 2.0))
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Any,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        config: CascadeConfig | None = None,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        **kwargs: Any,
+    ) -> CascadeVectorStore:
+        """Build a store from texts: fits the coarse transform on them and trains the index."""
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+        store = cls(embedding, config, batch_size=batch_size)
+        store.add_texts(texts, metadatas, ids=ids, show_progress_bar=show_progress_bar)
+        return store
+
+    # ------------------------------------------------------------ persistence
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Atomically write the index folder (see :meth:`CascadeIndex.save`)."""
+        return self.index.save(folder)
+
+    @classmethod
+    def load(
+        cls, folder: str | os.PathLike[str], embedding: Any, **kwargs: Any
+    ) -> CascadeVectorStore:
+        """Load a saved store; refuses an ``embedding`` that is not the index's model."""
+        index = CascadeIndex.load(folder, embedding, **kwargs)
+        return cls(embedding, index.config, index=index)
+
+    # -------------------------------------------------------------- retriever
+    def as_retriever(self, **kwargs: Any) -> CascadeRetriever:
+        """Retriever; ``search_kwargs={"k": ..., "shortlist": ..., "filter": ...}``."""
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return CascadeRetriever(vectorstore=self, tags=tags, **kwargs)
+
+
+def _check_kwargs(kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(
+            f"unexpected search argument(s) {sorted(kwargs)}; "
+            "supported: k, filter, shortlist, mode"
+        )
+
+
+def _shortlist(shortlist: int | None, k: int, default: int) -> int:
+    """An explicit shortlist is validated as given; the default grows to at least ``k``."""
+    if shortlist is not None:
+        return shortlist
+    return max(default, k) if isinstance(k, int) and not isinstance(k, bool) else default
+
+
+class CascadeRetriever(VectorStoreRetriever):
+    """Retriever over a :class:`CascadeVectorStore`.
+
+    ``k``, ``shortlist`` and ``filter`` may be given directly (``CascadeRetriever(
+    vectorstore=store, k=3)``) or in ``search_kwargs``; keyword arguments to ``invoke``
+    override both.
+    """
+
+    vectorstore: CascadeVectorStore
+    k: int | None = None
+    shortlist: int | None = None
+    filter: dict[str, Any] | None = None
+
+    def _merged(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        direct = {
+            name: value
+            for name, value in (("k", self.k), ("shortlist", self.shortlist), ("filter", self.filter))
+            if value is not None
+        }
+        return {**direct, **kwargs}
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return super()._get_relevant_documents(
+            query, run_manager=run_manager, **self._merged(kwargs)
+        )
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return await super()._aget_relevant_documents(
+            query, run_manager=run_manager, **self._merged(kwargs)
+        )

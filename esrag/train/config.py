@@ -1,0 +1,297 @@
+"""TrainConfig: every knob of an ESE fine-tuning run, frozen and JSON round-trippable."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+__all__ = [
+    "RESUME_IGNORED_FIELDS",
+    "CorpusPairs",
+    "DataKind",
+    "ExpressReduction",
+    "PcaMode",
+    "Precision",
+    "TrainConfig",
+]
+
+
+class DataKind(str, enum.Enum):
+    """What a ``train`` source is; ``auto`` decides from the path and the columns."""
+
+    AUTO = "auto"
+    PAIRS = "pairs"  # (anchor, positive[, negative]) rows
+    SCORED = "scored"  # (text1, text2, score) rows
+    BEIR = "beir"  # a BEIR folder: qrels/<split>.tsv → (query, document) pairs
+    CORPUS = "corpus"  # a corpus file: pairs mined from the documents themselves
+
+
+class CorpusPairs(str, enum.Enum):
+    """Label-free pairs mined from a corpus (for ``corpus`` sources, and extra for ``beir``)."""
+
+    NONE = "none"
+    TITLE = "title"  # title → text
+    SENTENCE = "sentence"  # one sentence → the rest of its document (inverse cloze)
+
+
+class Precision(str, enum.Enum):
+    """Autocast dtype; fp16/bf16 only on CUDA (``auto``: bf16, else fp16 on CUDA; fp32 on CPU)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class PcaMode(str, enum.Enum):
+    """Where learn-to-compress gets its PCA: a running (EMA) covariance, or each batch alone."""
+
+    RUNNING = "running"
+    BATCH = "batch"
+
+
+class ExpressReduction(str, enum.Enum):
+    """How the weighted shallow-layer terms combine: summed (paper) or averaged (reference)."""
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+_ENUMS: dict[str, type[enum.Enum]] = {
+    "kind": DataKind,
+    "corpus_pairs": CorpusPairs,
+    "precision": Precision,
+    "pca": PcaMode,
+    "express_reduction": ExpressReduction,
+}
+_STR_TUPLES = ("train", "eval", "eval_views", "where")
+_INT_TUPLES = ("layers", "prefix_dims")
+
+# Fields that may change between an interrupted run and its resumption.
+RESUME_IGNORED_FIELDS = frozenset(
+    {"show_progress", "log_every", "resume", "device", "checkpoint_dir", "output"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One ESE training run (learn-to-express + learn-to-compress).
+
+    Data
+        train: sources, each a JSONL/CSV/TSV/Parquet file, a BEIR folder, a corpus file
+            (``kind="corpus"``) or, when online, a Hugging Face hub dataset name.
+        kind: how to read every source (``auto`` detects per source).
+        corpus_pairs: mined pairs for ``corpus`` sources (default ``title`` there) and, for
+            ``beir`` sources, extra pairs from the folder's corpus.
+        anchor_column / positive_column / negative_column / score_column: column names;
+            ``None`` tries common names (anchor/query/sentence1/sent0, positive/sentence2/
+            sent1, negative/hard_neg, score/label).
+        score_range: declared (low, high) of scores; a score outside it is an error.
+        where: row filters ``"column=value"`` applied to file and hub sources.
+        split: BEIR qrels split, or hub split (default ``train``).
+        max_examples: cap per source (a seeded random sample).
+        eval: explicit held-out sources; else ``eval_fraction`` of the training rows is held
+            out (whole anchors at a time, so no query is in both).
+        eval_every: evaluate every N optimizer steps (0: only at the end); the best
+            evaluation's checkpoint becomes the output.
+        eval_views: ``"layer:dim"`` views to score; default the shallowest trained layer
+            ≥ 2 at ``compress_dim`` and the full last layer; the score is their mean.
+    Model
+        base: model folder or name (default all-MiniLM-L6-v2, offline); max_length: tokens
+            per text while training (default the encoder's); pooling: mean/cls override.
+    Optimisation
+        epochs (fractional allowed) or max_steps; batch_size (texts per anchor side);
+        grad_accum; lr; weight_decay; warmup_ratio (linear warmup, then linear decay);
+        max_grad_norm; precision; gradient_checkpointing; seed; device.
+    Loss (see :mod:`esrag.train.losses`)
+        scale: cosine scale (1/τ) of InfoNCE and CoSENT. express: train shallow layers
+        (weights 1/(1+ln i)), express_weight, express_reduction, kl_weight and
+        kl_temperature of the alignment to the detached last layer; layers: shallow layers
+        to train (default all). compress: learn-to-compress on the first compress_dim dims,
+        compress_weight, compress_temperature, pca (running/batch), pca_momentum.
+        prefix_dims: extra base-loss terms on these prefix widths of every trained layer (a
+        2DMSE/Matryoshka ingredient, not in the ESE paper; off by default).
+    Checkpoints
+        checkpoint_dir (default ``<output>-checkpoints``), save_every (steps; 0: only at
+        evaluations and the end), keep_checkpoints, resume (continue an interrupted run).
+    """
+
+    train: tuple[str, ...]
+    output: str
+    base: str | None = None
+    # data
+    kind: DataKind = DataKind.AUTO
+    corpus_pairs: CorpusPairs = CorpusPairs.NONE
+    anchor_column: str | None = None
+    positive_column: str | None = None
+    negative_column: str | None = None
+    score_column: str | None = None
+    score_range: tuple[float, float] | None = None
+    where: tuple[str, ...] = ()
+    split: str = "train"
+    max_examples: int | None = None
+    eval: tuple[str, ...] = ()
+    eval_fraction: float = 0.0
+    eval_every: int = 0
+    eval_views: tuple[str, ...] = ()
+    # model
+    max_length: int | None = None
+    pooling: str | None = None
+    # optimisation
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    precision: Precision = Precision.AUTO
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    device: str | None = None
+    # loss
+    scale: float = 20.0
+    express: bool = True
+    express_weight: float = 1.0
+    express_reduction: ExpressReduction = ExpressReduction.SUM
+    kl_weight: float = 1.0
+    kl_temperature: float = 1.0
+    layers: tuple[int, ...] = ()
+    compress: bool = True
+    compress_dim: int = 64
+    compress_weight: float = 1.0
+    compress_temperature: float = 1.0
+    pca: PcaMode = PcaMode.RUNNING
+    pca_momentum: float = 0.99
+    prefix_dims: tuple[int, ...] = ()
+    # checkpoints and reporting
+    checkpoint_dir: str | None = None
+    save_every: int = 50
+    keep_checkpoints: int = 1
+    resume: bool = True
+    show_progress: bool | None = None
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name, enum_type in _ENUMS.items():
+            value = getattr(self, name)
+            try:
+                set_(self, name, enum_type(value))
+            except ValueError:
+                choices = ", ".join(repr(m.value) for m in enum_type)  # type: ignore[attr-defined]
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}") from None
+        for name in _STR_TUPLES:
+            set_(self, name, _as_tuple(name, getattr(self, name), str))
+        for name in _INT_TUPLES:
+            set_(self, name, _as_tuple(name, getattr(self, name), int))
+        if not self.train:
+            raise ValueError("train must name at least one data source")
+        if not isinstance(self.output, str) or not self.output:
+            raise ValueError(f"output must be a non-empty folder path, got {self.output!r}")
+        if self.score_range is not None:
+            pair = _as_tuple("score_range", self.score_range, float)
+            if len(pair) != 2:
+                raise ValueError(f"score_range must be (low, high), got {self.score_range!r}")
+            low, high = pair
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"score_range must be (low, high) with low < high, got "
+                                 f"{self.score_range!r}")
+            set_(self, "score_range", (float(low), float(high)))
+        for item in self.where:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise ValueError(f"where entries must look like 'column=value', got {item!r}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        positive_ints = ("batch_size", "grad_accum", "compress_dim", "keep_checkpoints",
+                         "log_every")
+        for name in positive_ints:
+            _check_int(name, getattr(self, name), 1)
+        for name in ("eval_every", "save_every", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        for name in ("max_steps", "max_examples", "max_length"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1 if name != "max_length" else 2)
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: in-batch negatives need company")
+        checks = {
+            "epochs": self.epochs > 0,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "max_grad_norm": self.max_grad_norm >= 0,
+            "scale": self.scale > 0,
+            "express_weight": self.express_weight >= 0,
+            "kl_weight": self.kl_weight >= 0,
+            "kl_temperature": self.kl_temperature > 0,
+            "compress_weight": self.compress_weight >= 0,
+            "compress_temperature": self.compress_temperature >= 0,
+            "pca_momentum": 0 <= self.pca_momentum < 1,
+            "eval_fraction": 0 <= self.eval_fraction < 1,
+        }
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+                raise ValueError(f"{name} has an invalid value {value!r}")
+        for name in ("layers", "prefix_dims"):
+            for position, value in enumerate(getattr(self, name)):
+                if value < 1:
+                    raise ValueError(f"{name}[{position}] must be >= 1, got {value}")
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in _ENUMS:
+            out[name] = getattr(self, name).value
+        for name in (*_STR_TUPLES, *_INT_TUPLES):
+            out[name] = list(out[name])
+        if self.score_range is not None:
+            out["score_range"] = list(self.score_range)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        values = dict(data)
+        if values.get("score_range") is not None:
+            values["score_range"] = tuple(values["score_range"])
+        return cls(**values)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of fields (outside :data:`RESUME_IGNORED_FIELDS`) that differ."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [k for k in mine if k not in RESUME_IGNORED_FIELDS and mine[k] != theirs[k]]
+
+
+def field_defaults() -> dict[str, Any]:
+    """Default of every optional field (for CLI generation)."""
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def _as_tuple(name: str, value: Any, kind: type) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) and kind is str:
+        value = (value,)
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of {kind.__name__}, got {value!r}")
+    out = []
+    for position, item in enumerate(value):
+        if kind is str and not isinstance(item, str):
+            raise TypeError(f"{name}[{position}] must be a str, got {item!r}")
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+            raise TypeError(f"{name}[{position}] must be an int, got {item!r}")
+        if kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise TypeError(f"{name}[{position}] must be a number, got {item!r}")
+        out.append(kind(item))
+    return tuple(out)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,333 @@
+"""Training data: pairs, triplets and scored pairs from files, BEIR folders, corpora or the hub.
+
+Every source becomes one or more :class:`Examples` (texts as plain lists). Files are read
+with ``datasets`` (JSONL/JSON, CSV, TSV, Parquet; a hub dataset name when online). Errors
+are :class:`esrag.data.DataError` naming the file, the row (and line for text formats) and
+the column.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from esrag.data import DataError, load_beir
+from esrag.train.config import CorpusPairs, DataKind, TrainConfig
+
+__all__ = ["Examples", "load_source", "load_training_data", "mine_pairs", "split_holdout"]
+
+logger = logging.getLogger(__name__)
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "anchor": ("anchor", "query", "question", "sentence1", "sent0", "text1", "premise"),
+    "positive": ("positive", "document", "passage", "answer", "sentence2", "sent1", "text2",
+                 "hypothesis"),
+    "negative": ("negative", "hard_negative", "hard_neg", "neg", "sent2"),
+    "score": ("score", "similarity", "relevance", "label"),
+}
+_FORMATS = {".jsonl": ("json", 1), ".json": ("json", 1), ".csv": ("csv", 2), ".tsv": ("csv", 2),
+            ".parquet": ("parquet", None)}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Rows of one source: (anchor, positive[, negative]) or (text1, text2, score)."""
+
+    source: str
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[str] | None = None
+    scores: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def scored(self) -> bool:
+        return self.scores is not None
+
+    def select(self, indices: list[int]) -> Examples:
+        def pick(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else [values[i] for i in indices]
+
+        return replace(self, anchors=pick(self.anchors), positives=pick(self.positives),
+                       negatives=pick(self.negatives), scores=pick(self.scores))
+
+
+# ---------------------------------------------------------------------- tables
+def _read_table(source: str, config: TrainConfig) -> tuple[Any, int | None]:
+    """A ``datasets.Dataset`` of the source and the line of its first row (None: no lines)."""
+    import datasets
+
+    path = Path(source)
+    if path.is_file():
+        fmt = _FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise DataError(path, None, f"unsupported file type {path.suffix!r}; use one of "
+                            f"{', '.join(sorted(_FORMATS))}")
+        if path.stat().st_size == 0:
+            raise DataError(path, None, "the file is empty (no rows)")
+        builder, first_line = fmt
+        kwargs: dict[str, Any] = {}
+        if builder == "csv":
+            kwargs = {"keep_default_na": False, "na_values": [""]}
+            if path.suffix.lower() == ".tsv":
+                kwargs["delimiter"] = "\t"
+        # Dataset.from_* read local files without load_dataset's network ping.
+        reader = {"json": datasets.Dataset.from_json, "csv": datasets.Dataset.from_csv,
+                  "parquet": datasets.Dataset.from_parquet}[builder]
+        try:
+            table = reader(str(path), **kwargs)
+        except Exception as err:  # datasets wraps parser errors in many types
+            raise DataError(path, None, f"could not read it as {builder}: {err}") from err
+        return table, first_line
+    if path.exists() or source.startswith((".", "/", "~")) or path.suffix:
+        raise FileNotFoundError(f"{source}: no such data file")
+    logger.info("loading hub dataset %s (split %s)", source, config.split)
+    return datasets.load_dataset(source, split=config.split), None
+
+
+def _row_filter(table: Any, source: str, config: TrainConfig) -> list[int]:
+    keep = list(range(len(table)))
+    for condition in config.where:
+        column, value = condition.split("=", 1)
+        if column not in table.column_names:
+            raise DataError(source, None, f"where {condition!r}: column not found (columns: "
+                            f"{', '.join(table.column_names)})", field=column)
+        values = table[column]
+        keep = [i for i in keep if str(values[i]) == value]
+    return keep
+
+
+def _column(table: Any, source: str, role: str, explicit: str | None,
+            required: bool) -> str | None:
+    columns = list(table.column_names)
+    if explicit is not None:
+        if explicit not in columns:
+            raise DataError(source, None, f"column not found; the columns are "
+                            f"{', '.join(columns)}", field=explicit)
+        return explicit
+    found = next((name for name in ALIASES[role] if name in columns), None)
+    if found is None and required:
+        raise DataError(source, None, f"no {role} column: none of {', '.join(ALIASES[role])} "
+                        f"is among the columns {', '.join(columns)}; name it with "
+                        f"--{role}-column")
+    return found
+
+
+def _is_numeric(table: Any, column: str) -> bool:
+    dtype = getattr(table.features.get(column), "dtype", "")
+    return str(dtype).startswith(("int", "uint", "float", "double"))
+
+
+def _texts(values: list[Any], rows: list[int], source: str, column: str,
+           first_line: int | None) -> list[str]:
+    out = []
+    for row in rows:
+        value = values[row]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = ""
+        if not isinstance(value, str):
+            raise DataError(source, _line(row, first_line),
+                            f"row {row + 1}: expected text, got {type(value).__name__} "
+                            f"{value!r:.40}", field=column)
+        if not value.strip():
+            raise DataError(source, _line(row, first_line), f"row {row + 1}: empty text",
+                            field=column)
+        out.append(value)
+    return out
+
+
+def _scores(values: list[Any], rows: list[int], source: str, column: str,
+            first_line: int | None, score_range: tuple[float, float] | None) -> list[float]:
+    out = []
+    for row in rows:
+        value = values[row]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value
+        ):
+            raise DataError(source, _line(row, first_line), f"row {row + 1}: expected a finite "
+                            f"number, got {value!r:.40}", field=column)
+        if score_range is not None and not score_range[0] <= value <= score_range[1]:
+            raise DataError(source, _line(row, first_line), f"row {row + 1}: score {value} is "
+                            f"outside the declared range [{score_range[0]:g}, "
+                            f"{score_range[1]:g}]", field=column)
+        out.append(float(value))
+    return out
+
+
+def _line(row: int, first_line: int | None) -> int | None:
+    return None if first_line is None else row + first_line
+
+
+def _table_examples(source: str, config: TrainConfig, kind: DataKind) -> Examples:
+    table, first_line = _read_table(source, config)
+    rows = _row_filter(table, source, config)
+    if not rows:
+        raise DataError(source, None, "no rows" + (f" match {' and '.join(config.where)}"
+                                                  if config.where else ""))
+    anchor = _column(table, source, "anchor", config.anchor_column, True)
+    positive = _column(table, source, "positive", config.positive_column, True)
+    assert anchor is not None and positive is not None
+    score = _column(table, source, "score", config.score_column, kind is DataKind.SCORED)
+    if kind is DataKind.AUTO:
+        scored = score is not None and (config.score_column is not None
+                                        or _is_numeric(table, score))
+    else:
+        scored = kind is DataKind.SCORED
+    negative = None if scored else _column(table, source, "negative",
+                                           config.negative_column, False)
+    examples = Examples(
+        source=source,
+        anchors=_texts(table[anchor], rows, source, anchor, first_line),
+        positives=_texts(table[positive], rows, source, positive, first_line),
+        negatives=None if negative is None else _texts(table[negative], rows, source,
+                                                       negative, first_line),
+        scores=None if not scored or score is None else _scores(
+            table[score], rows, source, score, first_line, config.score_range),
+    )
+    logger.info("%s: %d %s rows (columns %s)", source, len(examples),
+                "scored" if scored else "pair", ", ".join(
+                    c for c in (anchor, positive, negative, score if scored else None) if c))
+    return examples
+
+
+# ---------------------------------------------------------------------- corpora
+def mine_pairs(docs: list[tuple[str, str]], how: CorpusPairs, *, seed: int,
+               source: str) -> Examples:
+    """Label-free pairs from ``(title, text)`` documents.
+
+    ``title``: (title, text) for documents with both. ``sentence``: one sentence, picked at
+    random (seeded), → the title and the rest of its document (the inverse cloze task);
+    documents with fewer than two sentences are skipped.
+    """
+    rng = random.Random(seed)
+    anchors: list[str] = []
+    positives: list[str] = []
+    for title, text in docs:
+        title, text = title.strip(), text.strip()
+        if how is CorpusPairs.TITLE:
+            if title and text:
+                anchors.append(title)
+                positives.append(text)
+        elif how is CorpusPairs.SENTENCE:
+            sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+            if len(sentences) >= 2:
+                pick = rng.randrange(len(sentences))
+                rest = " ".join(s for i, s in enumerate(sentences) if i != pick)
+                anchors.append(sentences[pick])
+                positives.append(f"{title} {rest}".strip())
+    if not anchors:
+        raise DataError(source, None, f"no {how.value} pairs could be mined from "
+                        f"{len(docs)} documents")
+    logger.info("%s: mined %d %s pairs from %d documents", source, len(anchors), how.value,
+                len(docs))
+    return Examples(source=f"{source} ({how.value} pairs)", anchors=anchors, positives=positives)
+
+
+def _corpus_examples(source: str, config: TrainConfig) -> Examples:
+    how = config.corpus_pairs if config.corpus_pairs is not CorpusPairs.NONE else CorpusPairs.TITLE
+    table, _ = _read_table(source, config)
+    rows = _row_filter(table, source, config)
+    title_col = config.anchor_column or "title"
+    text_col = config.positive_column or "text"
+    for column in (title_col, text_col):
+        if column not in table.column_names:
+            raise DataError(source, None, f"corpus column not found; the columns are "
+                            f"{', '.join(table.column_names)}", field=column)
+    titles, texts = table[title_col], table[text_col]
+    docs = [(str(titles[i] or ""), str(texts[i] or "")) for i in rows]
+    return mine_pairs(docs, how, seed=config.seed, source=source)
+
+
+def _beir_examples(source: str, config: TrainConfig) -> list[Examples]:
+    if config.split == "test":
+        logger.warning("%s: training on the TEST qrels; never evaluate on them afterwards",
+                       source)
+    data = load_beir(source, config.split)
+    anchors, positives = [], []
+    for qid, judged in data.qrels.items():
+        query = data.queries[qid]
+        if not query.strip():
+            raise DataError(Path(source) / "queries.jsonl", None, f"query {qid!r} has an "
+                            f"empty text", field="text")
+        for doc_id, grade in judged.items():
+            doc = data.corpus.get(doc_id)
+            if grade > 0 and doc is not None and doc.full_text:
+                anchors.append(query)
+                positives.append(doc.full_text)
+    if not anchors:
+        raise DataError(Path(source) / "qrels" / f"{config.split}.tsv", None,
+                        "no positive judgments to train on")
+    out = [Examples(source=f"{source} (qrels {config.split})", anchors=anchors,
+                    positives=positives)]
+    logger.info("%s: %d (query, document) pairs from qrels/%s.tsv", source, len(anchors),
+                config.split)
+    if config.corpus_pairs is not CorpusPairs.NONE:
+        docs = [(doc.title, doc.text) for doc in data.corpus.values()]
+        out.append(mine_pairs(docs, config.corpus_pairs, seed=config.seed, source=source))
+    return out
+
+
+# ---------------------------------------------------------------------- entry points
+def _detect(source: str, config: TrainConfig) -> DataKind:
+    if config.kind is not DataKind.AUTO:
+        return config.kind
+    path = Path(source)
+    if path.is_dir():
+        if (path / "qrels").is_dir() and (path / "corpus.jsonl").is_file():
+            return DataKind.BEIR
+        raise DataError(path, None, "a folder is only accepted as a BEIR dataset (corpus.jsonl, "
+                        "queries.jsonl, qrels/<split>.tsv)")
+    return DataKind.AUTO
+
+
+def load_source(source: str, config: TrainConfig) -> list[Examples]:
+    """Every :class:`Examples` one source yields (a BEIR folder may give two)."""
+    kind = _detect(source, config)
+    if kind is DataKind.BEIR:
+        found = _beir_examples(source, config)
+    elif kind is DataKind.CORPUS:
+        found = [_corpus_examples(source, config)]
+    else:
+        found = [_table_examples(source, config, kind)]
+    if config.max_examples is not None:
+        found = [_sample(ex, config.max_examples, config.seed) for ex in found]
+    return found
+
+
+def _sample(examples: Examples, limit: int, seed: int) -> Examples:
+    if len(examples) <= limit:
+        return examples
+    return examples.select(sorted(random.Random(seed).sample(range(len(examples)), limit)))
+
+
+def split_holdout(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """Hold out ``fraction`` of the distinct anchors (all their rows) for evaluation."""
+    distinct = sorted(set(examples.anchors))
+    random.Random(seed).shuffle(distinct)
+    held = set(distinct[: max(1, round(fraction * len(distinct)))])
+    train = [i for i, a in enumerate(examples.anchors) if a not in held]
+    evaluation = [i for i, a in enumerate(examples.anchors) if a in held]
+    return examples.select(train), examples.select(evaluation)
+
+
+def load_training_data(config: TrainConfig) -> tuple[list[Examples], list[Examples]]:
+    """(train, eval) examples of a config; eval from ``config.eval`` or a held-out fraction."""
+    train = [ex for source in config.train for ex in load_source(source, config)]
+    evaluation = [ex for source in config.eval for ex in load_source(source, config)]
+    if not evaluation and config.eval_fraction > 0:
+        pairs = [split_holdout(ex, config.eval_fraction, config.seed) for ex in train]
+        train = [t for t, _ in pairs]
+        evaluation = [e for _, e in pairs if len(e) >= 2]
+    for ex in train:
+        if len(ex) < 2:
+            raise DataError(ex.source, None, f"only {len(ex)} training row(s); in-batch "
+                            "training needs at least 2")
+    return train, evaluation

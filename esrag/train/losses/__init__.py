@@ -1,0 +1,25 @@
+"""ESE losses, one per file: base (InfoNCE, CoSENT), learn-to-express, learn-to-compress, ESE."""
+
+from __future__ import annotations
+
+from esrag.train.losses.base import PairEmbeddings, base_terms, cosine_logits
+from esrag.train.losses.compress import CompressLoss, RunningPCA
+from esrag.train.losses.cosent import CoSENTLoss
+from esrag.train.losses.ese import ESELoss, LossOutput
+from esrag.train.losses.express import ExpressLoss, kl_alignment, layer_weight
+from esrag.train.losses.infonce import InfoNCELoss
+
+__all__ = [
+    "CoSENTLoss",
+    "CompressLoss",
+    "ESELoss",
+    "ExpressLoss",
+    "InfoNCELoss",
+    "LossOutput",
+    "PairEmbeddings",
+    "RunningPCA",
+    "base_terms",
+    "cosine_logits",
+    "kl_alignment",
+    "layer_weight",
+]

@@ -1,0 +1,96 @@
+"""The embeddings of one training batch, and the in-batch cosine logits every loss shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MASKED_LOGIT", "PairEmbeddings", "base_terms", "cosine_logits"]
+
+# A large finite negative rather than -inf: masked entries vanish from softmax without
+# turning 0 * log(0) into NaN in the KL terms.
+MASKED_LOGIT = -1e4
+
+
+@dataclass(frozen=True)
+class PairEmbeddings:
+    """Un-normalised embeddings of one layer for a batch of B rows.
+
+    anchors, positives: (B, H); negatives: (B, H) hard negatives or None; scores: (B,) gold
+    similarity for scored pairs or None; false_negatives: (B, B) bool, True where positive j
+    is also a right answer for anchor i (j != i: a duplicate text or another positive of the
+    same anchor) so in-batch losses must not treat it as a negative.
+    """
+
+    anchors: torch.Tensor
+    positives: torch.Tensor
+    negatives: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    false_negatives: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.anchors.ndim != 2 or self.anchors.shape != self.positives.shape:
+            raise ValueError(
+                f"anchors and positives must both be (B, H), got {tuple(self.anchors.shape)} "
+                f"and {tuple(self.positives.shape)}"
+            )
+        if self.negatives is not None and self.negatives.shape != self.anchors.shape:
+            raise ValueError(f"negatives must be {tuple(self.anchors.shape)}, got "
+                             f"{tuple(self.negatives.shape)}")
+        batch = self.anchors.shape[0]
+        if self.scores is not None and self.scores.shape != (batch,):
+            raise ValueError(f"scores must be ({batch},), got {tuple(self.scores.shape)}")
+        if self.false_negatives is not None and self.false_negatives.shape != (batch, batch):
+            raise ValueError(f"false_negatives must be ({batch}, {batch}), got "
+                             f"{tuple(self.false_negatives.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.anchors.shape[0])
+
+    def prefix(self, dim: int) -> PairEmbeddings:
+        """The same batch restricted to the first ``dim`` dimensions."""
+        neg = None if self.negatives is None else self.negatives[:, :dim]
+        return replace(self, anchors=self.anchors[:, :dim], positives=self.positives[:, :dim],
+                       negatives=neg)
+
+    def texts(self) -> torch.Tensor:
+        """Every embedding of the batch stacked: (2B or 3B, H)."""
+        parts = [self.anchors, self.positives]
+        if self.negatives is not None:
+            parts.append(self.negatives)
+        return torch.cat(parts, dim=0)
+
+
+def cosine_logits(batch: PairEmbeddings, scale: float) -> torch.Tensor:
+    """``scale · cos(anchor_i, candidate_j)``: (B, B), or (B, 2B) with hard negatives.
+
+    Candidates are the batch's positives, then its negatives. Known false negatives get
+    :data:`MASKED_LOGIT`. Computed in float32 whatever the autocast dtype.
+    """
+    anchors = F.normalize(batch.anchors.float(), dim=-1)
+    candidates = batch.positives if batch.negatives is None else torch.cat(
+        [batch.positives, batch.negatives], dim=0
+    )
+    candidates = F.normalize(candidates.float(), dim=-1)
+    logits = scale * anchors @ candidates.T
+    if batch.false_negatives is not None:
+        mask = batch.false_negatives.to(logits.device)
+        if batch.negatives is not None:
+            mask = torch.cat([mask, torch.zeros_like(mask)], dim=1)
+        logits = logits.masked_fill(mask, MASKED_LOGIT)
+    return logits
+
+
+def base_terms(
+    base: torch.nn.Module, batch: PairEmbeddings, prefix_dims: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """``base(batch)`` plus ``base`` on each prefix width in ``prefix_dims`` (narrower than H)."""
+    loss = base(batch)
+    width = batch.anchors.shape[1]
+    for dim in prefix_dims:
+        if dim < width:
+            loss = loss + base(batch.prefix(dim))
+    return loss

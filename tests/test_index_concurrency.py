@@ -1,0 +1,78 @@
+"""Searches running while other threads add and delete never crash nor see half-written state."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from esrag.index import CascadeConfig, CascadeIndex
+
+DIM = 16
+
+
+def _vector(i: int) -> np.ndarray:
+    """The vector of document ``doc{i}``: a deterministic function of its number."""
+    v = np.random.default_rng(i).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("index_type", ["Flat", "HNSW32"])
+def test_search_during_writes(index_type: str) -> None:
+    base = 300
+    vectors = np.stack([_vector(i) for i in range(base)])
+    index = CascadeIndex.build_from_embeddings(
+        vectors, vectors, ids=[f"doc{i}" for i in range(base)],
+        texts=[f"text {i}" for i in range(base)],
+        metadatas=[{"batch": -1} for _ in range(base)],
+        config=CascadeConfig(coarse_dim=8, index_type=index_type),
+    )
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    queries = np.stack([_vector(10_000 + i) for i in range(8)])
+
+    def writer(offset: int) -> None:
+        try:
+            for b in range(12):
+                start = base + offset * 1000 + b * 10
+                ids = list(range(start, start + 10))
+                batch = np.stack([_vector(i) for i in ids])
+                index.add_embeddings(
+                    batch, batch, ids=[f"doc{i}" for i in ids], texts=[f"text {i}" for i in ids],
+                    metadatas=[{"batch": b} for _ in ids],
+                )
+                index.delete([f"doc{i}" for i in ids[:5]])
+                index.delete([f"doc{offset * 7 + b}"])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                for mode in ("cascade", "fine", "coarse"):
+                    got = index.search_embeddings(queries, queries, k=5, shortlist=20, mode=mode)
+                    for q, (ids, scores) in enumerate(zip(got.ids, got.scores, strict=True)):
+                        assert len(ids) == 5 and len(set(ids)) == 5
+                        if mode != "coarse":  # every hit is a whole document: its own vector
+                            want = [float(_vector(int(i[3:])) @ queries[q]) for i in ids]
+                            np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+                filtered = index.search_embeddings(queries, queries, k=3, filter={"batch": 3})
+                for ids in filtered.ids:
+                    assert all(int(i[3:]) >= base for i in ids)
+                docs = index.get_by_ids([f"doc{base + 5}", "doc1"])
+                assert all(d.text == f"text {d.id[3:]}" for d in docs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=120)
+    stop.set()
+    for thread in readers:
+        thread.join(timeout=120)
+    assert not errors, errors[0]
+    assert len(index) == base + 2 * 12 * 5 - 2 * 12
