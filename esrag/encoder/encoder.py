@@ -235,13 +235,23 @@ class EspressoEncoder:
         if not wanted or wanted[0] < 1 or wanted[-1] > self.num_layers:
             raise ValueError(f"layers must lie in 1..{self.num_layers}, got {list(layers)!r}")
         inputs = {k: v for k, v in features.items() if k in self._forward_keys}
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int):  # forward hooks: independent of the model's hidden-state plumbing
+            def hook(_module: torch.nn.Module, _args: object, output: object) -> None:
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
         with self._truncated(wanted[-1]):
-            output = self.model(**inputs, output_hidden_states=True, return_dict=True)
-        hidden_states = output.hidden_states
+            handles = [self._all_layers[i - 1].register_forward_hook(keep(i)) for i in wanted]
+            try:
+                self.model(**inputs, return_dict=True)
+            finally:
+                for handle in handles:
+                    handle.remove()
         mask = inputs["attention_mask"]
-        return {
-            layer: pool(hidden_states[layer].float(), mask, self.pooling) for layer in wanted
-        }
+        return {layer: pool(captured[layer].float(), mask, self.pooling) for layer in wanted}
 
     # ------------------------------------------------------------------ encode
     def encode(
