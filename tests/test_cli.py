@@ -310,3 +310,43 @@ def test_scifact_eval_matches_published(
     ev = json.loads(capsys.readouterr().out)
     assert ev["fine"]["ndcg@10"] == pytest.approx(0.645, abs=0.005)
     assert ev["cascade"]["ndcg@10"] >= 0.97 * ev["fine"]["ndcg@10"]
+
+
+def test_folder_corpus_chunked_and_incremental(
+    workspace: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = workspace / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("# cats\n\n" + " ".join(WORDS * 3))
+    (notes / "b.txt").write_text("river city music")
+    args = ["build", "notes", "--index", "n", "--model", str(tiny_model_dir), "--chunk-size",
+            "60", "--chunk-overlap", "10", "--coarse", "3:4", "--json", "-q"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["docs"] > 5
+    (notes / "b.txt").write_text("river city music and paper")
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["updated"], second["added"], second["deleted"]) == (1, 0, 0)
+    assert second["unchanged"] == first["docs"] - 1
+    assert main(["search", "--index", "n", "paper", "-k", "50", "--json",
+                 "--filter", "source=b.txt"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert [h["id"] for h in hits] == ["b.txt#0"]
+    assert hits[0]["text"] == "river city music and paper"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_changing_coarse_settings_reconfigures(
+    built: Path, cache: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    extra = ["--cache-embeddings"] if cache else []
+    assert main(["build", "corpus.jsonl", "--index", "idx", "--coarse", "2:4", "--transform",
+                 "prefix", "--shortlist", "15", "--json", *extra]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["action"] == "updated" and report["encoded"] == 0
+    assert (report["config"]["coarse_layer"], report["config"]["coarse_dim"],
+            report["config"]["transform"], report["config"]["shortlist"]) == (2, 4, "prefix", 15)
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert manifest["config"]["coarse_layer"] == 2

@@ -98,9 +98,7 @@ def test_coarse_mode_scores_coarse_vectors(data: dict[str, np.ndarray]) -> None:
 
 @pytest.mark.parametrize("index_type", INDEX_TYPES)
 @pytest.mark.parametrize("threshold", [0, 20_000])
-def test_filters_return_k_matches(
-    data: dict[str, np.ndarray], index_type: str, threshold: int
-) -> None:
+def test_filters_return_k_matches(data: dict[str, np.ndarray], index_type: str, threshold: int) -> None:
     dim = 32 if "PQ16x4" in index_type else 16
     index = _build(data, index_type=index_type, coarse_dim=dim, exact_filter_threshold=threshold)
     rows = np.arange(N)
@@ -111,9 +109,7 @@ def test_filters_return_k_matches(
         ({"group": {"$eq": 7}}, rows[rows % 10 == 7]),
     ]
     for flt, match in cases:
-        got = index.search_embeddings(
-            data["q_source"], data["q_fine"], k=10, shortlist=40, filter=flt
-        )
+        got = index.search_embeddings(data["q_source"], data["q_fine"], k=10, shortlist=40, filter=flt)
         for ids in got.ids:
             assert len(ids) == 10
             assert {int(i[3:]) for i in ids} <= set(match.tolist())
@@ -125,7 +121,10 @@ def test_selective_filter_with_few_matches(data: dict[str, np.ndarray]) -> None:
     metas = [{"tag": "rare" if i in (5, 500, 900) else "common"} for i in range(N)]
     for index_type in ("HNSW32", "IVF8,Flat"):
         index = CascadeIndex.build_from_embeddings(
-            data["source"], data["fine"], ids=_ids(), metadatas=metas,
+            data["source"],
+            data["fine"],
+            ids=_ids(),
+            metadatas=metas,
             config=CascadeConfig(coarse_dim=16, index_type=index_type, exact_filter_threshold=0),
         )
         got = index.search_embeddings(data["q_source"], data["q_fine"], k=5, filter={"tag": "rare"})
@@ -137,7 +136,7 @@ def test_selective_filter_with_few_matches(data: dict[str, np.ndarray]) -> None:
 def test_filter_errors(data: dict[str, np.ndarray]) -> None:
     index = _build(data)
     q = (data["q_source"], data["q_fine"])
-    with pytest.raises(ValueError, match="unknown filter field 'colour'.*known fields: 'group'"):
+    with pytest.raises(ValueError, match=r"unknown filter field 'colour'.*known fields: 'group'"):
         index.search_embeddings(*q, filter={"colour": "red"})
     with pytest.raises(ValueError, match=r"supported operators are \$eq, \$in"):
         index.search_embeddings(*q, filter={"group": {"$gt": 3}})
@@ -217,7 +216,8 @@ def test_config_errors() -> None:
         CascadeConfig(coarse_dim=0)
     with pytest.raises(ValueError, match="invalid coarse index type 'Bogus12'"):
         CascadeIndex.build_from_embeddings(
-            np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32),
+            np.eye(4, dtype=np.float32),
+            np.eye(4, dtype=np.float32),
             config=CascadeConfig(index_type="Bogus12"),
         )
     rng = np.random.default_rng(1)
@@ -244,8 +244,9 @@ def test_transform_fallbacks_and_widths(data: dict[str, np.ndarray]) -> None:
     assert index.transform is not None and index.transform.kind is Transform.PREFIX
     assert index.coarse_dim == DIM
     # too few documents for a 16-dim PCA: prefix with a warning
-    small = CascadeIndex.build_from_embeddings(data["source"][:10], data["fine"][:10],
-                                               config=CascadeConfig(coarse_dim=16))
+    small = CascadeIndex.build_from_embeddings(
+        data["source"][:10], data["fine"][:10], config=CascadeConfig(coarse_dim=16)
+    )
     assert small.transform is not None and small.transform.kind is Transform.PREFIX
 
 
@@ -263,8 +264,9 @@ def test_train_size_streams_the_rest(data: dict[str, np.ndarray]) -> None:
 def test_reconfigure_rebuilds_coarse_stage(data: dict[str, np.ndarray]) -> None:
     index = _build(data, transform="prefix", coarse_dim=4)
     index.delete(["doc3"])
-    index.reconfigure(transform="pca", coarse_dim=16, index_type="HNSW32",
-                      coarse_source=data["source"][np.arange(N) != 3])
+    index.reconfigure(
+        transform="pca", coarse_dim=16, index_type="HNSW32", coarse_source=data["source"][np.arange(N) != 3]
+    )
     assert index.config.index_type == "HNSW32" and index.coarse_dim == 16
     assert index.transform is not None and index.transform.kind is Transform.PCA
     got = index.search_embeddings(data["q_source"], data["q_fine"], k=10, shortlist=N)
@@ -285,3 +287,64 @@ def test_empty_index_search_and_clear(data: dict[str, np.ndarray]) -> None:
     index.clear()
     assert len(index) == 0
     assert index.search_embeddings(data["q_source"][:1], data["q_fine"][:1]).ids == [[]]
+
+
+@pytest.mark.parametrize("index_type", ["RR16,Flat", "OPQ4,IVF8,PQ4x4"])
+def test_pretransform_index_types_filter_and_delete(data: dict[str, np.ndarray], index_type: str) -> None:
+    index = _build(data, index_type=index_type, exact_filter_threshold=0)
+    q = (data["q_source"], data["q_fine"])
+    got = index.search_embeddings(*q, k=10, shortlist=50, filter={"group": 3})
+    assert all(len(ids) == 10 and all(int(i[3:]) % 10 == 3 for i in ids) for ids in got.ids)
+    top = index.search_embeddings(*q, k=3).ids[0]
+    assert index.delete(top) == 3
+    for mode in SearchMode:
+        assert not set(top) & set(index.search_embeddings(*q, k=10, mode=mode).ids[0])
+    assert index.search_embeddings(*q, k=10, shortlist=N).ids == _exact(
+        data, 10, np.array([i for i in range(N) if f"doc{i}" not in top])
+    )
+
+
+def test_transforms_fit_known_structure() -> None:
+    from esrag.index import fit_transform
+
+    rng = np.random.default_rng(5)
+    basis = np.linalg.qr(rng.standard_normal((32, 4)))[0]  # a planted 4-dim subspace
+    x = rng.standard_normal((500, 4)) @ basis.T + 0.01 * rng.standard_normal((500, 32))
+    pca = fit_transform("pca", x, 4)
+    assert pca.matrix is not None and pca.matrix.shape == (32, 4)
+    # the components span the planted subspace
+    assert np.linalg.svd(basis.T @ pca.matrix, compute_uv=False).min() > 0.99
+    np.testing.assert_allclose(np.linalg.norm(pca(x), axis=1), 1.0, rtol=1e-5)
+    # adapter: the fine vectors are a linear map of the source -> coarse ranking = fine ranking
+    w = rng.standard_normal((32, 16))
+    src = _unit(rng.standard_normal((400, 32)))
+    fine = src @ w
+    adapter = fit_transform("adapter", src, 16, fine=fine, ridge=1e-6)
+    np.testing.assert_allclose(adapter(src[:5]) @ adapter(src).T, _unit(fine[:5]) @ _unit(fine).T, atol=1e-3)
+    prefix = fit_transform("prefix", src, 8)
+    np.testing.assert_allclose(prefix(src), _unit(src[:, :8]), rtol=1e-6)
+    with pytest.raises(ValueError, match="the adapter transform needs the fine vectors"):
+        fit_transform("adapter", src, 8)
+    with pytest.raises(ValueError, match=r"transform dim must be in 1\.\.32, got 40"):
+        fit_transform("pca", src, 40)
+    with pytest.raises(ValueError, match=r"coarse source vectors must have shape \(n, 32\)"):
+        pca(src[:, :8])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index_type", ["Flat", "IVF8,Flat"])
+def test_gpu_coarse_stage_matches_cpu(data: dict[str, np.ndarray], index_type: str) -> None:
+    from esrag.index.coarse import gpu_available
+
+    if not gpu_available():
+        pytest.skip("needs faiss-gpu and a CUDA GPU")
+    cpu = _build(data, index_type=index_type, use_gpu=False)
+    gpu = _build(data, index_type=index_type, use_gpu=True)
+    q = (data["q_source"], data["q_fine"])
+    assert (
+        gpu.search_embeddings(*q, k=10, shortlist=50).ids == cpu.search_embeddings(*q, k=10, shortlist=50).ids
+    )
+    assert (
+        gpu.search_embeddings(*q, k=5, filter={"group": 2}).ids
+        == cpu.search_embeddings(*q, k=5, filter={"group": 2}).ids
+    )

@@ -23,7 +23,9 @@ def test_search_during_writes(index_type: str) -> None:
     base = 300
     vectors = np.stack([_vector(i) for i in range(base)])
     index = CascadeIndex.build_from_embeddings(
-        vectors, vectors, ids=[f"doc{i}" for i in range(base)],
+        vectors,
+        vectors,
+        ids=[f"doc{i}" for i in range(base)],
         texts=[f"text {i}" for i in range(base)],
         metadatas=[{"batch": -1} for _ in range(base)],
         config=CascadeConfig(coarse_dim=8, index_type=index_type),
@@ -32,14 +34,21 @@ def test_search_during_writes(index_type: str) -> None:
     stop = threading.Event()
     queries = np.stack([_vector(10_000 + i) for i in range(8)])
 
+    started = threading.Barrier(5)
+    rounds = [0, 0, 0]
+
     def writer(offset: int) -> None:
         try:
+            started.wait(timeout=60)
             for b in range(12):
                 start = base + offset * 1000 + b * 10
                 ids = list(range(start, start + 10))
                 batch = np.stack([_vector(i) for i in ids])
                 index.add_embeddings(
-                    batch, batch, ids=[f"doc{i}" for i in ids], texts=[f"text {i}" for i in ids],
+                    batch,
+                    batch,
+                    ids=[f"doc{i}" for i in ids],
+                    texts=[f"text {i}" for i in ids],
                     metadatas=[{"batch": b} for _ in ids],
                 )
                 index.delete([f"doc{i}" for i in ids[:5]])
@@ -47,9 +56,11 @@ def test_search_during_writes(index_type: str) -> None:
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    def reader() -> None:
+    def reader(slot: int) -> None:
         try:
-            while not stop.is_set():
+            started.wait(timeout=60)
+            while not stop.is_set() or rounds[slot] == 0:
+                rounds[slot] += 1
                 for mode in ("cascade", "fine", "coarse"):
                     got = index.search_embeddings(queries, queries, k=5, shortlist=20, mode=mode)
                     for q, (ids, scores) in enumerate(zip(got.ids, got.scores, strict=True)):
@@ -65,7 +76,7 @@ def test_search_during_writes(index_type: str) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    readers = [threading.Thread(target=reader) for _ in range(3)]
+    readers = [threading.Thread(target=reader, args=(r,)) for r in range(3)]
     writers = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
     for thread in readers + writers:
         thread.start()
@@ -75,4 +86,6 @@ def test_search_during_writes(index_type: str) -> None:
     for thread in readers:
         thread.join(timeout=120)
     assert not errors, errors[0]
-    assert len(index) == base + 2 * 12 * 5 - 2 * 12
+    assert min(rounds) > 0
+    deleted = {w * 7 + b for w in range(2) for b in range(12)}
+    assert len(index) == base + 2 * 12 * 5 - len(deleted)

@@ -43,8 +43,12 @@ def _index(vectors: tuple[np.ndarray, ...], **config: object) -> CascadeIndex:
     source, fine = vectors[0], vectors[1]
     cfg = CascadeConfig(**{"coarse_dim": 8, **config})  # type: ignore[arg-type]
     return CascadeIndex.build_from_embeddings(
-        source, fine, ids=[f"d{i}" for i in range(N)], texts=[f"text {i}" for i in range(N)],
-        metadatas=[{"g": i % 4, "name": f"n{i}"} for i in range(N)], config=cfg,
+        source,
+        fine,
+        ids=[f"d{i}" for i in range(N)],
+        texts=[f"text {i}" for i in range(N)],
+        metadatas=[{"g": i % 4, "name": f"n{i}"} for i in range(N)],
+        config=cfg,
     )
 
 
@@ -53,9 +57,7 @@ def _all_modes(index: CascadeIndex, vectors: tuple[np.ndarray, ...]) -> list[obj
     out: list[object] = []
     for mode in SearchMode:
         for flt in (None, {"g": 2}):
-            got = index.search_embeddings(
-                vectors[2], vectors[3], k=7, shortlist=30, filter=flt, mode=mode
-            )
+            got = index.search_embeddings(vectors[2], vectors[3], k=7, shortlist=30, filter=flt, mode=mode)
             out.append((got.ids, np.round(np.array(got.scores), 5).tolist()))
     return out
 
@@ -70,7 +72,10 @@ def _all_modes(index: CascadeIndex, vectors: tuple[np.ndarray, ...]) -> list[obj
     ],
 )
 def test_save_load_identical(
-    tmp_path: Path, vectors: tuple[np.ndarray, ...], index_type: str, transform: str,
+    tmp_path: Path,
+    vectors: tuple[np.ndarray, ...],
+    index_type: str,
+    transform: str,
     fine_dtype: str,
 ) -> None:
     index = _index(vectors, index_type=index_type, transform=transform, fine_dtype=fine_dtype)
@@ -125,9 +130,7 @@ def test_truncated_file_is_named(saved: Path) -> None:
     size = path.stat().st_size
     with open(path, "r+b") as handle:
         handle.truncate(size // 2)
-    with pytest.raises(
-        IndexFormatError, match=rf"coarse\.faiss: expected {size} bytes, found {size // 2}"
-    ):
+    with pytest.raises(IndexFormatError, match=rf"coarse\.faiss: expected {size} bytes, found {size // 2}"):
         CascadeIndex.load(saved)
 
 
@@ -177,14 +180,14 @@ def test_model_mismatch_plain_embeddings(tmp_path: Path) -> None:
     index.save(tmp_path / "idx")
     same = CascadeIndex.load(tmp_path / "idx", DeterministicFakeEmbedding(size=8))
     assert same.search("text number 3", k=2).ids == index.search("text number 3", k=2).ids
-    with pytest.raises(ModelMismatchError, match="the index was built with model .*fingerprint"):
+    with pytest.raises(ModelMismatchError, match=r"the index was built with model .*fingerprint"):
         CascadeIndex.load(tmp_path / "idx", DeterministicFakeEmbedding(size=16))
 
 
 def test_model_mismatch_ese(tmp_path: Path, tiny_encoder: object, tiny_model_dir: Path) -> None:
-    from esrag.encoder import EspressoEncoder
-
     import torch
+
+    from esrag.encoder import EspressoEncoder
 
     texts = [f"the cat {w} the dog" for w in ("runs", "eats", "reads", "sees", "likes")] * 4
     index = CascadeIndex.build(tiny_encoder, texts, config=CascadeConfig(coarse_layer=2))
@@ -226,15 +229,16 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def test_save_killed_midway_keeps_previous_index(
-    saved: Path, vectors: tuple[np.ndarray, ...]
-) -> None:
+def test_save_killed_midway_keeps_previous_index(saved: Path, vectors: tuple[np.ndarray, ...]) -> None:
     before = _all_modes(CascadeIndex.load(saved), vectors)
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILL_SCRIPT, str(saved)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None

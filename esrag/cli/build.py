@@ -45,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--chunk-overlap", type=int, default=200, metavar="CHARS",
                    help="chunk overlap for folders of text files (default 200)")
     p.add_argument("--cache-embeddings", action="store_true",
-                   help="fresh builds: encode every layer once through the on-disk embedding "
-                   "cache ($ESRAG_CACHE), so later sweeps/tunes of the same corpus are free "
-                   "(costs N x layers x hidden x 4 bytes of disk)")
+                   help="encode every layer once through the on-disk embedding cache "
+                   "($ESRAG_CACHE) for fresh builds and coarse-setting changes, so later "
+                   "sweeps/tunes of the same corpus are free (N x layers x hidden x 4 bytes)")
     p.add_argument("--rebuild", action="store_true",
                    help="re-encode everything instead of updating the existing index")
     p.add_argument("--json", action="store_true", help="print a JSON report")
@@ -185,11 +185,20 @@ def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
         index.add([d.text for d in changed], ids=[d.id for d in changed],
                   metadatas=[d.metadata for d in changed], batch_size=args.batch_size,
                   show_progress_bar=progress_flag(args))
-    retune = {k: v for k, v in overrides.items() if getattr(config, k) != v}
+    current = {**config.to_dict(), "coarse_layer": config.coarse_layer or encoder.num_layers}
+    retune = {k: v for k, v in overrides.items() if current[k] != v}
     shortlist = retune.pop("shortlist", None)
     if retune or shortlist is not None:
-        index.reconfigure(**retune, shortlist=shortlist, batch_size=args.batch_size,
-                          show_progress_bar=progress_flag(args))
+        source = None
+        if retune and args.cache_embeddings:
+            from esrag.evaluation.vectors import encode_layers
+
+            layer = retune.get("coarse_layer", current["coarse_layer"])
+            texts = [d.text for d in index.get_by_ids(index.ids())]
+            source = encode_layers(encoder, texts, [layer], batch_size=args.batch_size,
+                                   show_progress_bar=progress_flag(args))[layer]
+        index.reconfigure(**retune, shortlist=shortlist, coarse_source=source,
+                          batch_size=args.batch_size, show_progress_bar=progress_flag(args))
     action = "updated"
     if changed or gone or retune or shortlist is not None:
         index.save(folder)

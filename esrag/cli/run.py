@@ -39,10 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
+def _toml() -> Any:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError as err:
+            raise ImportError("reading pipeline recipes on Python 3.10 needs tomli: "
+                              "pip install tomli") from err
+    return tomllib
+
+
 class _Recipe:
     def __init__(self, path: Path) -> None:
-        import tomllib
-
+        tomllib = _toml()
         self.path = path
         try:
             self.raw = path.read_text(encoding="utf-8")
@@ -57,8 +68,7 @@ class _Recipe:
             raise CliError(f"{path}: invalid TOML: {err}") from None
 
     def override(self, item: str) -> None:
-        import tomllib
-
+        tomllib = _toml()
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not section or not name:

@@ -41,7 +41,10 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
 
 def search(args: argparse.Namespace) -> list[dict[str, Any]]:
     index, _encoder = open_index(args.index, args.model, args.device)
-    result = index.search(args.query, k=args.k, shortlist=args.shortlist,
+    shortlist = args.shortlist
+    if shortlist is None and args.k > index.config.shortlist:
+        shortlist = args.k  # a k above the index's default shortlist widens it
+    result = index.search(args.query, k=args.k, shortlist=shortlist,
                           filter=parse_filters(args.filter), mode=args.mode)
     out = []
     for query, ids, scores in zip(args.query, result.ids, result.scores, strict=True):

@@ -18,13 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     index, encoder = open_index(args.index, args.model, args.device)
     result, doc_layers = sweep_from_args(args, index, encoder)
+    from esrag.evaluation.tune import apply_recommendation
+
     rec = result.recommended
     applied = False
     if rec is not None and not args.dry_run:
-        index.reconfigure(coarse_layer=rec.layer, coarse_dim=rec.dim, transform=rec.transform,
-                          shortlist=rec.shortlist, coarse_source=doc_layers[rec.layer])
+        applied = apply_recommendation(index, result, doc_layers)
         index.save(args.index)
-        applied = True
     if args.output:
         from pathlib import Path
 

@@ -108,7 +108,9 @@ class SweepResult:
             f"Reference (fine-only, {ref['fine_view']}): {self.quality_metric} = "
             f"{ref['quality']:.4f}, p50 {ref['latency_ms_p50']:.3f} ms, "
             f"{ref['flops_per_query']:.3g} FLOPs/query, {ref['num_queries']} queries, "
-            f"{ref['num_docs']} docs.",
+            f"{ref['num_docs']} docs. FLOPs leave out the query encoder pass, the same for "
+            "every setting (it always runs to the fine layer); latency is one query at a time "
+            "on one thread.",
             "",
             f"| layer | dim | transform | shortlist | {self.quality_metric} | retention "
             "| p50 ms | FLOPs/query | cost vs fine | Pareto |",

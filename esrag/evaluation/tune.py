@@ -10,7 +10,7 @@ from esrag.evaluation.metrics import Qrels
 from esrag.evaluation.sweep import SweepGrid, SweepResult, run_sweep
 from esrag.evaluation.vectors import encode_layers, sample_doc_queries
 
-__all__ = ["sweep_index", "tune_index"]
+__all__ = ["apply_recommendation", "sweep_index", "tune_index"]
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,23 @@ def sweep_index(
     return result, doc_layers
 
 
-def tune_index(index: Any, encoder: Any, **kwargs: Any) -> SweepResult:
-    """:func:`sweep_index`, then reconfigure ``index`` to the recommendation (if any).
+def apply_recommendation(index: Any, result: SweepResult, doc_layers: dict[int, Any]) -> bool:
+    """Reconfigure ``index`` to ``result.recommended``; False (unchanged) when there is none.
 
-    The caller saves the index. Nothing changes when no setting reaches the target.
+    ``doc_layers`` are the per-layer document vectors the sweep used (in ``index.ids()``
+    order), so the coarse stage is rebuilt without re-encoding. The caller saves the index.
     """
-    result, doc_layers = sweep_index(index, encoder, **kwargs)
     rec = result.recommended
     if rec is None:
         log.warning("%s", result.recommendation_text())
-        return result
+        return False
     index.reconfigure(coarse_layer=rec.layer, coarse_dim=rec.dim, transform=rec.transform,
-                      shortlist=max(rec.shortlist, 1), coarse_source=doc_layers[rec.layer])
+                      shortlist=rec.shortlist, coarse_source=doc_layers[rec.layer])
+    return True
+
+
+def tune_index(index: Any, encoder: Any, **kwargs: Any) -> SweepResult:
+    """:func:`sweep_index`, then :func:`apply_recommendation` (the caller saves)."""
+    result, doc_layers = sweep_index(index, encoder, **kwargs)
+    apply_recommendation(index, result, doc_layers)
     return result

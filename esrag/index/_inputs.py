@@ -48,9 +48,7 @@ def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
     return out
 
 
-def check_metadatas(
-    metadatas: Sequence[dict[str, Any] | None] | None, n: int
-) -> list[dict[str, Any]]:
+def check_metadatas(metadatas: Sequence[dict[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
     if metadatas is None:
         return [{} for _ in range(n)]
     metadatas = list(metadatas)
@@ -77,13 +75,12 @@ def check_vectors(name: str, vectors: Any, dim: int | None, n: int | None = None
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
-        raise ValueError(
-            f"{name} has {arr.shape[1]} dims, the index expects {dim} (shape (n, {dim}))"
-        )
+        raise ValueError(f"{name} has {arr.shape[1]} dims, the index expects {dim} (shape (n, {dim}))")
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} rows, expected {n}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    for start in range(0, arr.shape[0], 65_536):  # chunked: no full-size temporary
+        if not np.isfinite(arr[start : start + 65_536]).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
     return arr
 
 

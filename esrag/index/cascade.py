@@ -37,12 +37,16 @@ from esrag.index.docstore import DocStore, validate_filter
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.fine import FineStore
 from esrag.index.persist import load_index, save_index
+from esrag.index.rebuild import reconfigure_index
+from esrag.index.stages import fit_coarse, search_rows
 from esrag.index.storage import Manifest
-from esrag.index.transforms import FittedTransform, fit_transform, l2_normalize
+from esrag.index.transforms import FittedTransform, l2_normalize
 
 __all__ = ["CascadeIndex", "IndexedDocument", "SearchResult"]
 
 logger = logging.getLogger(__name__)
+
+_QUERY_CHUNK = 256
 
 _Batch = tuple[list[str], list[str], list[dict[str, Any]], np.ndarray, np.ndarray]
 
@@ -157,6 +161,13 @@ class CascadeIndex:
     @property
     def coarse_dim(self) -> int | None:
         return self._transform.dim if self._transform else None
+
+    @property
+    def same_vectors(self) -> bool:
+        """Whether one query vector feeds both stages (plain Embeddings, or coarse view = fine view)."""
+        if self._adapter is not None:
+            return self._adapter.same_vectors
+        return self._source_dim is not None and self._source_dim == self._fine_dim
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -288,43 +299,14 @@ class CascadeIndex:
         source = check_vectors("coarse_source", source, self._source_dim)
         fine = check_vectors("fine", fine, self._fine_dim, source.shape[0])
         source_dim, fine_dim = source.shape[1], fine.shape[1]
-        transform, coarse = self._fit_coarse(cfg, source, fine)
+        transform, coarse = fit_coarse(
+            cfg, source, fine, same_vectors=bool(self._adapter and self._adapter.same_vectors)
+        )
         self._source_dim, self._fine_dim = source_dim, fine_dim
         if self._adapter is not None and self._adapter.source_dim is None:
             self._adapter.source_dim, self._adapter.fine_dim = source_dim, fine_dim
         self._transform, self._coarse = transform, coarse
         self._fine = FineStore(fine_dim, cfg.fine_dtype)
-
-    def _fit_coarse(
-        self, cfg: CascadeConfig, source: np.ndarray, fine: np.ndarray
-    ) -> tuple[FittedTransform, CoarseIndex]:
-        n, source_dim = source.shape
-        sample = slice(0, cfg.train_size)
-        dim = min(cfg.coarse_dim, source_dim)
-        kind = cfg.transform
-        if kind is Transform.ADAPTER:
-            dim = min(dim, fine.shape[1])
-        same = self._adapter.same_vectors if self._adapter else False
-        if kind is not Transform.PREFIX and dim == source_dim and (kind is Transform.PCA or same):
-            kind = Transform.PREFIX  # a full-width rotation does not change inner products
-        if kind is not Transform.PREFIX and min(n, cfg.train_size) < 2 * dim:
-            logger.warning(
-                "only %d documents to fit a %d-dim %s transform (need %d); using prefix instead "
-                "(build on a larger corpus or call reconfigure() later)",
-                n,
-                dim,
-                kind.value,
-                2 * dim,
-            )
-            kind = Transform.PREFIX
-        transform = fit_transform(
-            kind, source[sample], dim, fine=fine[sample], ridge=cfg.adapter_ridge
-        )
-        coarse = CoarseIndex(
-            dim, cfg.index_type, nprobe=cfg.nprobe, ef_search=cfg.ef_search, use_gpu=cfg.use_gpu
-        )
-        coarse.train(transform(source[sample]))
-        return transform, coarse
 
     def _insert(
         self,
@@ -403,12 +385,16 @@ class CascadeIndex:
             for doc_id in ids:
                 row = self._docs.row_of.get(doc_id)
                 if row is not None:
-                    out.append(
-                        IndexedDocument(
-                            doc_id, self._docs.texts[row], dict(self._docs.metadatas[row])
-                        )
-                    )
+                    out.append(IndexedDocument(doc_id, self._docs.texts[row], self._docs.metadata(row)))
             return out
+
+    def fine_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(found ids, their fine vectors as float32 (n, fine_dim)); unknown ids are skipped."""
+        with self._lock.read():
+            rows = [(i, self._docs.row_of[i]) for i in ids if i in self._docs.row_of]
+            if not rows or self._fine is None:
+                return [], np.zeros((0, self._fine_dim or 0), dtype=np.float32)
+            return [i for i, _ in rows], self._fine.gather(np.array([r for _, r in rows]))
 
     # ----------------------------------------------------------------- search
     def encode_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -460,71 +446,16 @@ class CascadeIndex:
             if len(self._docs) == 0 or self._coarse is None:
                 return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
             candidates = None if filter is None else self._docs.matching_rows(filter)
-            scores, rows = self._search_rows(source, fine_q, k, shortlist, candidates, mode)
-            ids = [
-                [
-                    self._docs.ids[r]
-                    for r, s in zip(rr, ss, strict=True)
-                    if r >= 0 and np.isfinite(s)
-                ]
-                for rr, ss in zip(rows.tolist(), scores, strict=True)
-            ]
-            out_scores = [
-                [float(s) for r, s in zip(rr, ss, strict=True) if r >= 0 and np.isfinite(s)]
-                for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True)
-            ]
-        return SearchResult(ids, out_scores)  # type: ignore[arg-type]
-
-    def _search_rows(
-        self,
-        source: np.ndarray,
-        fine_q: np.ndarray,
-        k: int,
-        shortlist: int,
-        candidates: np.ndarray | None,
-        mode: SearchMode,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        assert self._coarse is not None and self._fine is not None and self._transform
-        fine_store = self._fine
-        if candidates is not None and candidates.size == 0:
-            empty = np.zeros((source.shape[0], 0))
-            return empty.astype(np.float32), empty.astype(np.int64)
-        n_match = len(self._docs) if candidates is None else candidates.size
-
-        def exact() -> tuple[np.ndarray, np.ndarray]:
-            return fine_store.topk(fine_q, k, candidates=candidates, alive=self._alive)
-
-        if mode is SearchMode.FINE:
-            return exact()
-        if (
-            mode is SearchMode.CASCADE
-            and candidates is not None
-            and n_match <= max(self.config.exact_filter_threshold, shortlist)
-        ):
-            return exact()
-        allowed = None if candidates is None else self._id_of_row[candidates]
-        coarse_q = self._transform(source)
-        depth = k if mode is SearchMode.COARSE else shortlist
-        c_scores, c_ids = self._coarse.search(coarse_q, depth, allowed)
-        rows = np.where(c_ids >= 0, self._row_of_id[np.maximum(c_ids, 0)], -1)
-        valid = rows >= 0
-        if mode is SearchMode.COARSE:
-            c_scores = np.where(valid, c_scores, -np.inf).astype(np.float32)
-            return c_scores[:, :k], rows[:, :k]
-        scores = fine_store.score(fine_q, np.maximum(rows, 0))
-        scores[~valid] = -np.inf
-        kk = min(k, scores.shape[1])
-        order = np.lexsort((rows, -scores), axis=1)[:, :kk]  # ties: lower row first
-        top_s = np.take_along_axis(scores, order, axis=1)
-        top_r = np.take_along_axis(rows, order, axis=1)
-        short = valid.sum(axis=1) < min(k, n_match)
-        if short.any():  # the coarse index missed matches (IVF probes, HNSW filters): be exact
-            logger.debug("exact fallback for %d of %d queries", int(short.sum()), len(short))
-            ex_s, ex_r = fine_store.topk(
-                fine_q[short], kk, candidates=candidates, alive=self._alive
-            )
-            top_s[short], top_r[short] = ex_s[:, :kk], ex_r[:, :kk]
-        return top_s, top_r
+            ids: list[list[str]] = []
+            out_scores: list[list[float]] = []
+            for start in range(0, source.shape[0], _QUERY_CHUNK):  # bounded memory per chunk
+                part = slice(start, start + _QUERY_CHUNK)
+                scores, rows = search_rows(self, source[part], fine_q[part], k, shortlist, candidates, mode)
+                for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True):
+                    keep = [(r, s) for r, s in zip(rr, ss, strict=True) if r >= 0 and s > -np.inf]
+                    ids.append([self._docs.ids[r] for r, _ in keep])  # type: ignore[misc]
+                    out_scores.append([s for _, s in keep])
+        return SearchResult(ids, out_scores)
 
     # ------------------------------------------------------------- reconfigure
     def reconfigure(
@@ -545,77 +476,22 @@ class CascadeIndex:
 
         Source vectors come from ``coarse_source`` (rows in :meth:`ids` order), else from the
         stored fine vectors when they are the same view, else by re-encoding the stored texts.
-        Searches wait while the coarse stage is rebuilt.
+        Changing only ``shortlist``/``nprobe``/``ef_search`` rebuilds nothing. Searches wait
+        while the coarse stage is rebuilt.
         """
-        changes = {
-            name: value
-            for name, value in (
-                ("coarse_layer", coarse_layer),
-                ("coarse_dim", coarse_dim),
-                ("transform", transform),
-                ("index_type", index_type),
-                ("shortlist", shortlist),
-                ("nprobe", nprobe),
-                ("ef_search", ef_search),
-            )
-            if value is not None
-        }
-        new_cfg = self.config.replace(**changes)
-        light = {"shortlist", "nprobe", "ef_search"}
-        with self._lock.write():
-            if self._coarse is None or (set(changes) <= light and coarse_source is None):
-                self.config = new_cfg
-                if self._coarse is not None:
-                    self._coarse.nprobe, self._coarse.ef_search = new_cfg.nprobe, new_cfg.ef_search
-                if self._adapter is not None:
-                    self._adapter = EmbedderAdapter(self._adapter.original, new_cfg)
-                return
-            assert self._fine is not None
-            rows = np.flatnonzero(self._alive)
-            adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
-            source = self._reconfigure_source(
-                new_cfg, adapter, rows, coarse_source, batch_size, show_progress_bar
-            )
-            source = l2_normalize(source)
-            fine = self._fine.gather(rows[: new_cfg.train_size])
-            transform_, coarse = self._fit_coarse(new_cfg, source, fine)
-            ids = self._id_of_row[rows]
-            for start in range(0, rows.size, 65_536):
-                coarse.add(transform_(source[start : start + 65_536]), ids[start : start + 65_536])
-            self.config, self._adapter = new_cfg, adapter
-            self._transform, self._coarse = transform_, coarse
-            self._source_dim = source.shape[1]
-
-    def _reconfigure_source(
-        self,
-        cfg: CascadeConfig,
-        adapter: EmbedderAdapter | None,
-        rows: np.ndarray,
-        coarse_source: np.ndarray | None,
-        batch_size: int,
-        show_progress_bar: bool | None,
-    ) -> np.ndarray:
-        assert self._fine is not None
-        if coarse_source is not None:
-            return check_vectors("coarse_source", coarse_source, None, rows.size)
-        if adapter is None:
-            raise ValueError(
-                "this index has no embedder to re-encode its texts: pass coarse_source= "
-                "(coarse source vectors in ids() order)"
-            )
-        if adapter.same_vectors:
-            return self._fine.gather(rows)
-        texts = [self._docs.texts[r] for r in rows.tolist()]
-        parts = []
-        for start in progress(
-            range(0, len(texts), batch_size), desc="Re-encoding", show=show_progress_bar
-        ):
-            parts.append(
-                adapter.encode_documents(texts[start : start + batch_size], batch_size=batch_size)[
-                    0
-                ]
-            )
-        return np.concatenate(parts)
+        reconfigure_index(
+            self,
+            coarse_layer=coarse_layer,
+            coarse_dim=coarse_dim,
+            transform=transform,
+            index_type=index_type,
+            shortlist=shortlist,
+            nprobe=nprobe,
+            ef_search=ef_search,
+            coarse_source=coarse_source,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+        )
 
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:

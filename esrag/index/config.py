@@ -68,7 +68,7 @@ class CascadeConfig:
     """HNSW search breadth (raised to at least the shortlist)."""
     train_size: int = 50_000
     """Documents used to fit the transform and train the coarse index (the first ones)."""
-    adapter_ridge: float = 1e-2
+    adapter_ridge: float = 0.1
     """Ridge strength of the adapter, relative to the mean eigenvalue of the source covariance."""
     use_gpu: bool | None = None
     """``None``: use faiss-gpu when installed and a GPU is present; ``True``: require it."""
@@ -90,8 +90,7 @@ class CascadeConfig:
             or self.coarse_layer < 1
         ):
             raise ValueError(
-                "CascadeConfig.coarse_layer must be a 1-based layer or None, "
-                f"got {self.coarse_layer!r}"
+                f"CascadeConfig.coarse_layer must be a 1-based layer or None, got {self.coarse_layer!r}"
             )
         if not isinstance(self.index_type, str) or not self.index_type.strip():
             raise ValueError(
@@ -101,13 +100,10 @@ class CascadeConfig:
             raise ValueError(f"CascadeConfig.adapter_ridge must be > 0, got {self.adapter_ridge!r}")
         if self.exact_filter_threshold < 0:
             raise ValueError(
-                "CascadeConfig.exact_filter_threshold must be >= 0, "
-                f"got {self.exact_filter_threshold!r}"
+                f"CascadeConfig.exact_filter_threshold must be >= 0, got {self.exact_filter_threshold!r}"
             )
         if self.use_gpu not in (None, True, False):
-            raise ValueError(
-                f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}"
-            )
+            raise ValueError(f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}")
 
     def replace(self, **changes: Any) -> CascadeConfig:
         """A copy with ``changes`` applied (validated)."""

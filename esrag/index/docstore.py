@@ -59,7 +59,7 @@ class DocStore:
     def __init__(self) -> None:
         self.ids: list[str | None] = []
         self.texts: list[str] = []
-        self.metadatas: list[dict[str, Any]] = []
+        self.metadatas: list[dict[str, Any] | None] = []  # None: no metadata (saves memory)
         self.row_of: dict[str, int] = {}
         self._inverted: dict[str, dict[str, set[int]]] = {}
 
@@ -70,7 +70,7 @@ class DocStore:
         row = len(self.ids)
         self.ids.append(doc_id)
         self.texts.append(text)
-        self.metadatas.append(metadata)
+        self.metadatas.append(metadata or None)
         self.row_of[doc_id] = row
         for field, value in metadata.items():
             self._inverted.setdefault(field, {}).setdefault(_key(value), set()).add(row)
@@ -79,12 +79,16 @@ class DocStore:
     def remove(self, doc_id: str) -> int:
         """Forget ``doc_id``; returns its (now dead) row."""
         row = self.row_of.pop(doc_id)
-        for field, value in self.metadatas[row].items():
+        for field, value in (self.metadatas[row] or {}).items():
             self._inverted[field][_key(value)].discard(row)
         self.ids[row] = None
         self.texts[row] = ""
-        self.metadatas[row] = {}
+        self.metadatas[row] = None
         return row
+
+    def metadata(self, row: int) -> dict[str, Any]:
+        """A copy of the metadata of ``row``."""
+        return dict(self.metadatas[row] or {})
 
     def known_fields(self) -> list[str]:
         return sorted(self._inverted)
@@ -117,7 +121,7 @@ class DocStore:
                 record = {
                     "id": self.ids[row],
                     "text": self.texts[row],
-                    "metadata": self.metadatas[row],
+                    "metadata": self.metadatas[row] or {},
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -127,11 +131,7 @@ class DocStore:
             doc_id, text, metadata = record["id"], record["text"], record["metadata"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}, line {line_no}: bad document record ({exc})") from None
-        if (
-            not isinstance(doc_id, str)
-            or not isinstance(text, str)
-            or not isinstance(metadata, dict)
-        ):
+        if not isinstance(doc_id, str) or not isinstance(text, str) or not isinstance(metadata, dict):
             raise ValueError(f"{path}, line {line_no}: bad document record (wrong field types)")
         if doc_id in self.row_of:
             raise ValueError(f"{path}, line {line_no}: duplicate document id {doc_id!r}")

@@ -25,9 +25,7 @@ __all__ = ["EmbedderAdapter", "is_elastic"]
 
 def is_elastic(obj: object) -> bool:
     """Duck-typed check for an ESE encoder (``num_layers``, ``hidden_size``, ``encode``)."""
-    return all(
-        hasattr(obj, name) for name in ("num_layers", "hidden_size", "encode", "default_view")
-    )
+    return all(hasattr(obj, name) for name in ("num_layers", "hidden_size", "encode", "default_view"))
 
 
 def _unwrap(embedder: Any) -> Any:
@@ -123,9 +121,7 @@ class EmbedderAdapter:
             return self._elastic(texts, batch_size)
         return self._plain(self.model.embed_documents(list(texts)))
 
-    def encode_queries(
-        self, texts: Sequence[str], *, batch_size: int = 64
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         if self.elastic:
             return self._elastic(texts, batch_size)
         return self._plain([self.model.embed_query(t) for t in texts])

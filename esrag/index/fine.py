@@ -50,9 +50,7 @@ class FineStore:
             capacity = max(need, int(self._data.shape[0] * 1.5) + 1024)
             grown = np.empty((capacity, self.dim), dtype=self.dtype)
             if self.memory_mapped:
-                logger.info(
-                    "copying %d memory-mapped fine vectors into memory for writing", self._n
-                )
+                logger.info("copying %d memory-mapped fine vectors into memory for writing", self._n)
             grown[: self._n] = self._data[: self._n]
             self._data = grown
         self._data[self._n : need] = vectors
@@ -63,10 +61,7 @@ class FineStore:
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """float32 copies of the given rows (any shape of row numbers)."""
         rows = np.asarray(rows, dtype=np.int64)
-        flat = rows.reshape(-1)
-        order = np.argsort(flat, kind="stable")
-        out = np.empty((flat.size, self.dim), dtype=np.float32)
-        out[order] = self._data[flat[order]]
+        out = np.asarray(self._data[rows.reshape(-1)], dtype=np.float32)
         return out.reshape(*rows.shape, self.dim)
 
     def score(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -118,9 +113,7 @@ class FineStore:
     # ---------------------------------------------------------------- storage
     def write(self, path: Path, rows: np.ndarray) -> None:
         """Write the given rows, in order, as one ``.npy`` file (chunked, bounded memory)."""
-        out = np.lib.format.open_memmap(
-            path, mode="w+", dtype=self.dtype, shape=(rows.size, self.dim)
-        )
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(rows.size, self.dim))
         for start in range(0, rows.size, _CHUNK_ROWS):
             part = rows[start : start + _CHUNK_ROWS]
             out[start : start + part.size] = self._data[part]

@@ -90,9 +90,7 @@ class Manifest:
     tombstones: int
     files: dict[str, FileEntry] = field(default_factory=dict)
     esrag_version: str = field(default_factory=_esrag_version)
-    created_at: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
-    )
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -114,16 +112,13 @@ class Manifest:
                 f"({FORMAT_VERSION}); upgrade esrag to load it"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(
-            n for n in names if n not in data and n not in ("esrag_version", "created_at")
-        )
+        missing = sorted(n for n in names if n not in data and n not in ("esrag_version", "created_at"))
         if missing:
             raise IndexFormatError(f"{path}: manifest lacks field(s) {missing}")
         try:
             values = {k: v for k, v in data.items() if k in names}
             values["files"] = {
-                str(name): FileEntry(str(e["sha256"]), int(e["bytes"]))
-                for name, e in data["files"].items()
+                str(name): FileEntry(str(e["sha256"]), int(e["bytes"])) for name, e in data["files"].items()
             }
             for name in ("coarse_source_view", "fine_view"):
                 if values[name] is not None:
@@ -164,9 +159,7 @@ def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IndexFormatError(
-            f"{path}: missing manifest; {folder} is not an esrag index"
-        ) from None
+        raise IndexFormatError(f"{path}: missing manifest; {folder} is not an esrag index") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_json(data, path=path)

@@ -48,8 +48,7 @@ class FittedTransform:
         source = np.asarray(source)
         if source.ndim != 2 or source.shape[1] != self.source_dim:
             raise ValueError(
-                f"coarse source vectors must have shape (n, {self.source_dim}), "
-                f"got {tuple(source.shape)}"
+                f"coarse source vectors must have shape (n, {self.source_dim}), got {tuple(source.shape)}"
             )
         if self.matrix is None:
             return l2_normalize(source[:, : self.dim])
@@ -97,9 +96,7 @@ def _load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable array ({exc})") from exc
     if array.shape != shape or array.dtype != np.float32:
-        raise ValueError(
-            f"{path}: expected float32 array of shape {shape}, got {array.dtype} {array.shape}"
-        )
+        raise ValueError(f"{path}: expected float32 array of shape {shape}, got {array.dtype} {array.shape}")
     return array
 
 
@@ -119,7 +116,7 @@ def fit_transform(
     dim: int,
     *,
     fine: np.ndarray | None = None,
-    ridge: float = 1e-2,
+    ridge: float = 0.1,
 ) -> FittedTransform:
     """Fit a transform on corpus vectors.
 
@@ -142,8 +139,12 @@ def fit_transform(
     mean_x = x.mean(axis=0)
     xc = x - mean_x
     if kind is Transform.PCA:
-        comps = _top_components(xc.T @ xc / n, dim)
-        matrix = comps
+        # components of the centred data; vectors are projected *uncentred* (the mean
+        # direction is shared by queries and documents and carries part of the cosine):
+        # measured on SciFact (last layer, 64 dims, shortlist 100) 99.7% of fine-only
+        # nDCG@10 against 98.4% when the mean is subtracted before projecting.
+        matrix = _top_components(xc.T @ xc / n, dim)
+        bias = np.zeros(dim)
     else:
         if fine is None:
             raise ValueError("the adapter transform needs the fine vectors of the same documents")
@@ -152,14 +153,17 @@ def fit_transform(
             raise ValueError(f"fine vectors must have shape ({n}, d), got {tuple(y.shape)}")
         if dim > y.shape[1]:
             raise ValueError(f"adapter dim {dim} exceeds the fine dimension {y.shape[1]}")
-        yc = y - y.mean(axis=0)
+        mean_y = y.mean(axis=0)
+        yc = y - mean_y
         gram = xc.T @ xc
         lam = ridge * max(np.trace(gram) / source_dim, 1e-12)
         weights = np.linalg.solve(gram + lam * np.eye(source_dim), xc.T @ yc)
         mapped = xc @ weights
         comps = _top_components(mapped.T @ mapped / n, dim)
+        # predicted fine vector (x - mean_x) W + mean_y, projected uncentred like ``pca``
         matrix = weights @ comps
+        bias = (mean_x @ weights - mean_y) @ comps
     matrix32 = np.ascontiguousarray(matrix, dtype=np.float32)
-    bias = np.ascontiguousarray(mean_x @ matrix, dtype=np.float32)
+    bias32 = np.ascontiguousarray(bias, dtype=np.float32)
     logger.debug("fitted %s transform %d -> %d dims on %d vectors", kind.value, source_dim, dim, n)
-    return FittedTransform(kind, source_dim, dim, matrix32, bias)
+    return FittedTransform(kind, source_dim, dim, matrix32, bias32)

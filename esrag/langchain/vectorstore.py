@@ -16,6 +16,7 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from esrag.index import CascadeConfig, CascadeIndex, SearchMode
 
@@ -66,9 +67,7 @@ class CascadeVectorStore(VectorStore):
         texts = list(texts)
         if ids is not None and not any(i is not None for i in ids):
             ids = None
-        return self.index.add(
-            texts, ids, metadatas, batch_size=batch_size, show_progress_bar=show
-        )
+        return self.index.add(texts, ids, metadatas, batch_size=batch_size, show_progress_bar=show)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete by id (missing ids are ignored); ``ids=None`` deletes everything."""
@@ -91,9 +90,7 @@ class CascadeVectorStore(VectorStore):
         for doc_id, score in zip(ids, scores, strict=True):
             doc = by_id.get(doc_id)
             if doc is not None:  # deleted between the search and the lookup
-                out.append(
-                    (Document(id=doc.id, page_content=doc.text, metadata=doc.metadata), score)
-                )
+                out.append((Document(id=doc.id, page_content=doc.text, metadata=doc.metadata), score))
         return out
 
     def similarity_search_with_score(
@@ -134,8 +131,7 @@ class CascadeVectorStore(VectorStore):
         """
         _check_kwargs(kwargs)
         vector = np.asarray(embedding, dtype=np.float32)[None, :]
-        adapter = self.index._adapter
-        same = adapter is None or adapter.same_vectors
+        same = self.index.same_vectors
         mode = SearchMode.CASCADE if same else SearchMode.FINE
         shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
         if len(self.index) == 0:
@@ -149,6 +145,35 @@ class CascadeVectorStore(VectorStore):
             mode=mode,
         )
         return [doc for doc, _ in self._documents(result.ids[0], result.scores[0])]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        *,
+        shortlist: int | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """``fetch_k`` cascade results re-selected for diversity (MMR on the fine vectors)."""
+        _check_kwargs(kwargs)
+        if len(self.index) == 0:
+            return []
+        source, fine_q = self.index.encode_queries([query])
+        result = self.index.search_embeddings(
+            source,
+            fine_q,
+            k=max(fetch_k, k),
+            shortlist=_shortlist(shortlist, max(fetch_k, k), self.index.config.shortlist),
+            filter=filter,
+        )
+        ids, vectors = self.index.fine_vectors(result.ids[0])
+        if not ids:
+            return []
+        picks = maximal_marginal_relevance(fine_q[0], vectors, lambda_mult=lambda_mult, k=k)
+        return self.get_by_ids([ids[i] for i in picks])
 
     def _select_relevance_score_fn(self) -> Any:
         return lambda score: max(0.0, min(1.0, (1.0 + score) / 2.0))
@@ -180,9 +205,7 @@ class CascadeVectorStore(VectorStore):
         return self.index.save(folder)
 
     @classmethod
-    def load(
-        cls, folder: str | os.PathLike[str], embedding: Any, **kwargs: Any
-    ) -> CascadeVectorStore:
+    def load(cls, folder: str | os.PathLike[str], embedding: Any, **kwargs: Any) -> CascadeVectorStore:
         """Load a saved store; refuses an ``embedding`` that is not the index's model."""
         index = CascadeIndex.load(folder, embedding, **kwargs)
         return cls(embedding, index.config, index=index)
@@ -197,8 +220,7 @@ class CascadeVectorStore(VectorStore):
 def _check_kwargs(kwargs: dict[str, Any]) -> None:
     if kwargs:
         raise TypeError(
-            f"unexpected search argument(s) {sorted(kwargs)}; "
-            "supported: k, filter, shortlist, mode"
+            f"unexpected search argument(s) {sorted(kwargs)}; supported: k, filter, shortlist, mode"
         )
 
 
@@ -233,13 +255,9 @@ class CascadeRetriever(VectorStoreRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return super()._get_relevant_documents(
-            query, run_manager=run_manager, **self._merged(kwargs)
-        )
+        return super()._get_relevant_documents(query, run_manager=run_manager, **self._merged(kwargs))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return await super()._aget_relevant_documents(
-            query, run_manager=run_manager, **self._merged(kwargs)
-        )
+        return await super()._aget_relevant_documents(query, run_manager=run_manager, **self._merged(kwargs))

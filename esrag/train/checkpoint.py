@@ -26,6 +26,8 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "read_checkpoint",
+    "repair_best",
+    "write_best",
     "write_checkpoint",
 ]
 
@@ -86,6 +88,16 @@ def write_best(root: Path, source: Path, info: dict[str, Any]) -> None:
     with atomic_folder(root / BEST) as tmp:
         shutil.copytree(source / "model", tmp / "model")
         atomic_write_json(tmp / "best.json", info)
+
+
+def repair_best(root: Path, best: dict[str, Any]) -> None:
+    """Re-copy ``best`` if an interruption fell between its checkpoint and its copy."""
+    info = root / BEST / "best.json"
+    recorded = json.loads(info.read_text()).get("step") if info.is_file() else None
+    source = step_folder(root, int(best["step"]))
+    if recorded != best["step"] and (source / "model").is_dir():
+        logger.warning("restoring %s from %s", root / BEST, source)
+        write_best(root, source, best)
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:

@@ -91,6 +91,20 @@ def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype |
     return torch.float16
 
 
+def _checkpointing(model: Any, enable: bool) -> None:
+    """Switch activation (gradient) checkpointing; transformers 5 renamed the methods."""
+    if enable:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 class Trainer:
     """Fine-tunes an :class:`EspressoEncoder` with the ESE objective.
 
@@ -250,6 +264,8 @@ class Trainer:
             torch.set_rng_state(tensors["rng_cpu"])
             if torch.cuda.is_available() and "rng_cuda" in tensors:
                 torch.cuda.set_rng_state_all(list(tensors["rng_cuda"]))
+            if best is not None:
+                ckpt.repair_best(self.checkpoint_dir, best)
             logger.info("resuming %s from step %d of %d", cfg.output, step, total)
         else:
             torch.manual_seed(cfg.seed)
@@ -290,8 +306,7 @@ class Trainer:
 
         enc.model.train()
         if cfg.gradient_checkpointing:
-            enc.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            _checkpointing(enc.model, True)
         last_eval: dict[str, float] | None = state.get("last_eval")
         if eval_sets and step == 0 and best is None:
             last_eval = evaluate(0)
@@ -350,7 +365,7 @@ class Trainer:
             bar.close()
         enc.model.eval()
         if cfg.gradient_checkpointing:
-            enc.model.gradient_checkpointing_disable()
+            _checkpointing(enc.model, False)
         result = TrainResult(
             output=cfg.output, checkpoint_dir=str(self.checkpoint_dir), steps=step,
             total_steps=total, train_examples=n_train, eval_examples=n_eval,

@@ -1,0 +1,389 @@
+"""Search benchmark: cascade configurations vs a flat full-dimension index (run by hand).
+
+Data. Real all-MiniLM-L6-v2 vectors of the BEIR SciFact corpus (5,183 documents, every layer,
+from the embedding cache ``esrag.encoder.cache.encode_cached``) are grown to ``--docs``
+synthetic documents: document ``j`` is ``normalize(base[i] + noise * (base[a] - base[b]))``
+for random real documents ``i, a, b``, with the *same* ``i, a, b`` at every layer, so the
+variation lies in the data's own directions and the layers stay consistent with each other.
+Queries are the 1,109 real SciFact queries (cached the same way).
+
+Every configuration is built in one child process and searched in another, so build time,
+resident memory (RSS growth of the search process: index loaded + all queries run; fine
+vectors of the cascade are memory-mapped float16, their touched pages count) and latency are
+measured cleanly; all ratios are against the flat float32 ``IndexFlatIP`` over the full
+(layer 6, 384) vectors measured in the same run. Recall@10 is against that exact ranking.
+
+    ESRAG_DATA=../shared/data python benchmarks/search.py --docs 1000000 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("benchmarks.search")
+
+LAYERS = (2, 6)  # coarse source layers compared; fine view = (6, 384)
+
+
+# ----------------------------------------------------------------------------- data
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Write docs_L{layer}.npy (synthetic corpus) and queries_L{layer}.npy into ``work``."""
+    from esrag.data.beir import load_beir
+    from esrag.encoder import EspressoEncoder
+    from esrag.encoder.cache import encode_cached
+
+    data = Path(args.data or os.environ.get("ESRAG_DATA", "../shared/data"))
+    dataset = load_beir(data / "scifact", "test")
+    encoder = EspressoEncoder(device="cpu")
+    base = encode_cached(encoder, dataset.doc_texts(), show_progress_bar=True)
+    from esrag.data.beir import load_queries
+
+    all_queries = load_queries(data / "scifact" / "queries.jsonl")
+    queries = encode_cached(encoder, list(all_queries.values()), show_progress_bar=True)
+    rng = np.random.default_rng(args.seed)
+    n, b = args.docs, base.shape[0]
+    pick = rng.integers(0, b, size=(n, 3))
+    pick[:b, 0] = np.arange(min(n, b))  # the real documents themselves come first
+    for layer in LAYERS:
+        out = np.lib.format.open_memmap(work / f"docs_L{layer}.npy", "w+", np.float32, (n, 384))
+        src = base[:, layer - 1, :]
+        for start in range(0, n, 100_000):
+            p = pick[start : start + 100_000]
+            vec = src[p[:, 0]] + args.noise * (src[p[:, 1]] - src[p[:, 2]])
+            if start < b:
+                real = min(b, n) - start
+                vec[:real] = src[p[:real, 0]]
+            out[start : start + len(p)] = _unit(vec)
+        out.flush()
+        del out
+        np.save(work / f"queries_L{layer}.npy", np.ascontiguousarray(queries[:, layer - 1, :]))
+    return {"base_docs": b, "queries": int(queries.shape[0]), "model": encoder.name}
+
+
+# ---------------------------------------------------------------------------- memory
+def rss_bytes() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mapped_rss(path_part: str) -> int:
+    """Resident bytes of the mappings of files whose path contains ``path_part``."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            head = line.split()
+            if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+                inside = path_part in line
+            elif inside and line.startswith("Rss:"):
+                total += int(head[1]) * 1024
+    return total
+
+
+# ------------------------------------------------------------------------ the configs
+def configs(n: int, shortlist: int) -> list[dict[str, Any]]:
+    nlist = int(2 ** round(np.log2(max(16.0, 4 * np.sqrt(n)))))
+    out: list[dict[str, Any]] = [
+        {"name": "flat IndexFlatIP L6/384", "kind": "flat"},
+        {
+            "name": f"IndexRefineFlat(prefix 64) shortlist {shortlist}",
+            "kind": "refine",
+            "shortlist": shortlist,
+        },
+        {
+            "name": f"IndexRefineFlat(prefix 64) shortlist {3 * shortlist}",
+            "kind": "refine",
+            "shortlist": 3 * shortlist,
+        },
+    ]
+    for layer, dim, transform, index_type, extra in [
+        (6, 64, "pca", "Flat", {}),
+        (6, 64, "pca", "HNSW32", {}),
+        (6, 64, "pca", "HNSW32", {"shortlist": 3 * shortlist}),
+        (6, 64, "pca", "HNSW32", {"shortlist": 10 * shortlist}),
+        (6, 128, "pca", "HNSW32", {"shortlist": 3 * shortlist}),
+        (6, 128, "pca", "HNSW32", {"shortlist": 10 * shortlist}),
+        (6, 64, "pca", f"IVF{nlist},Flat", {"nprobe": 32, "shortlist": 3 * shortlist}),
+        (6, 64, "pca", f"IVF{nlist},PQ16", {"nprobe": 32, "shortlist": 3 * shortlist}),
+        (6, 128, "pca", f"IVF{nlist},Flat", {"nprobe": 64, "shortlist": 3 * shortlist}),
+        (6, 128, "pca", f"IVF{nlist},Flat", {"nprobe": 64, "shortlist": 10 * shortlist}),
+        (6, 128, "pca", f"IVF{nlist},SQ8", {"nprobe": 64, "shortlist": 3 * shortlist}),
+        (6, 128, "pca", f"IVF{nlist},PQ32", {"nprobe": 64, "shortlist": 10 * shortlist}),
+        (6, 64, "prefix", "HNSW32", {"shortlist": 3 * shortlist}),
+        (6, 64, "adapter", "HNSW32", {"shortlist": 3 * shortlist}),
+        (2, 64, "prefix", "HNSW32", {"shortlist": 3 * shortlist}),
+        (2, 64, "adapter", "HNSW32", {"shortlist": 3 * shortlist}),
+    ]:
+        short = extra.pop("shortlist", shortlist)
+        out.append(
+            {
+                "name": f"cascade {index_type} {transform} L{layer}/{dim} shortlist {short}"
+                + (f" nprobe {extra['nprobe']}" if "nprobe" in extra else ""),
+                "kind": "cascade",
+                "layer": layer,
+                "shortlist": short,
+                "config": {
+                    "coarse_layer": layer,
+                    "coarse_dim": dim,
+                    "transform": transform,
+                    "index_type": index_type,
+                    "fine_dtype": "float16",
+                    "shortlist": short,
+                    "train_size": max(50_000, 40 * nlist),
+                    **extra,
+                },
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------- child: build
+def child_build(cfg: dict[str, Any], work: Path, folder: Path, threads: int) -> dict[str, Any]:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+    fine = np.load(work / "docs_L6.npy", mmap_mode="r")
+    n = fine.shape[0]
+    start = time.perf_counter()
+    if cfg["kind"] == "flat":
+        index = faiss.IndexFlatIP(384)
+        for s in range(0, n, 100_000):
+            index.add(np.ascontiguousarray(fine[s : s + 100_000]))
+        built = time.perf_counter() - start
+        faiss.write_index(index, str(folder / "flat.faiss"))
+    elif cfg["kind"] == "refine":
+        remap = faiss.RemapDimensionsTransform(384, 64, False)  # keep the first 64 dims
+        base = faiss.IndexPreTransform(remap, faiss.IndexFlatIP(64))
+        index = faiss.IndexRefineFlat(base)
+        for s in range(0, n, 100_000):
+            index.add(np.ascontiguousarray(fine[s : s + 100_000]))
+        built = time.perf_counter() - start
+        faiss.write_index(index, str(folder / "refine.faiss"))
+    else:
+        from esrag.index import CascadeConfig, CascadeIndex
+
+        source = np.load(work / f"docs_L{cfg['layer']}.npy", mmap_mode="r")
+        index = CascadeIndex.build_from_embeddings(
+            source, fine, ids=[str(i) for i in range(n)], config=CascadeConfig(**cfg["config"])
+        )
+        built = time.perf_counter() - start
+        index.save(folder / "cascade")
+    return {"build_s": built, "total_build_and_save_s": time.perf_counter() - start}
+
+
+# -------------------------------------------------------------------- child: search
+def child_search(cfg: dict[str, Any], work: Path, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import faiss
+
+    from esrag.index import CascadeIndex  # imported before measuring memory
+
+    q_fine = np.load(work / "queries_L6.npy")
+    q_source = np.load(work / f"queries_L{cfg.get('layer', 6)}.npy")
+    k = args.k
+    gc.collect()
+    rss0 = rss_bytes()
+    if cfg["kind"] in ("flat", "refine"):
+        index = faiss.read_index(str(folder / f"{cfg['kind']}.faiss"))
+        params = None
+        if cfg["kind"] == "refine":
+            params = faiss.IndexRefineSearchParameters(k_factor=float(cfg["shortlist"] / k))
+
+        def search(i: slice) -> np.ndarray:
+            return index.search(q_fine[i], k, params=params)[1]
+
+        to_ids = lambda rows: rows  # noqa: E731
+    else:
+        index = CascadeIndex.load(folder / "cascade", verify=False)
+        short = cfg["shortlist"]
+
+        def search(i: slice) -> list[list[str]]:
+            return index.search_embeddings(q_source[i], q_fine[i], k=k, shortlist=short).ids
+
+        def to_ids(rows: Any) -> np.ndarray:
+            return np.array([[int(x) for x in r] + [-1] * (k - len(r)) for r in rows])
+
+    rss_loaded = rss_bytes()
+    faiss.omp_set_num_threads(1)  # single queries: one thread (no OpenMP fork/join per query)
+    for _ in range(3):
+        search(slice(0, 1))  # warm-up
+    single = []
+    for i in range(min(args.single, len(q_fine))):
+        t0 = time.perf_counter()
+        search(slice(i, i + 1))
+        single.append(time.perf_counter() - t0)
+    faiss.omp_set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    rows = to_ids(search(slice(0, len(q_fine))))
+    batched = time.perf_counter() - t0
+    rss_end = rss_bytes()
+    out = {
+        "single_ms_p50": 1000 * float(np.median(single)),
+        "single_ms_mean": 1000 * float(np.mean(single)),
+        "batched_ms_per_query": 1000 * batched / len(q_fine),
+        "rss_growth_loaded_mb": (rss_loaded - rss0) / 2**20,
+        "rss_growth_mb": (rss_end - rss0) / 2**20,
+    }
+    if cfg["kind"] == "cascade":
+        out["fine_mmap_resident_mb"] = mapped_rss("fine.npy") / 2**20
+        out["coarse_file_mb"] = (folder / "cascade" / "coarse.faiss").stat().st_size / 2**20
+    if cfg["kind"] == "flat":
+        np.save(work / "truth.npy", rows)
+    truth = np.load(work / "truth.npy")
+    hits = [len(set(r[r >= 0].tolist()) & set(t.tolist())) for r, t in zip(rows, truth, strict=True)]
+    out["recall_at_10"] = float(np.mean(hits)) / k
+    return out
+
+
+# ------------------------------------------------------------------------------ main
+def _child(args: argparse.Namespace) -> None:
+    cfg = json.loads(args.child_config)
+    work, folder = Path(args.work), Path(args.folder)
+    if args.child == "build":
+        result = child_build(cfg, work, folder, args.threads)
+    else:
+        result = child_search(cfg, work, folder, args)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _run_child(
+    stage: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path, folder: Path
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        stage,
+        "--child-config",
+        json.dumps(cfg),
+        "--work",
+        str(work),
+        "--folder",
+        str(folder),
+        "--k",
+        str(args.k),
+        "--shortlist",
+        str(args.shortlist),
+        "--single",
+        str(args.single),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{stage} of {cfg['name']} failed:\n{proc.stderr[-3000:]}")
+
+
+def environment() -> dict[str, Any]:
+    import faiss
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "faiss": faiss.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--noise", type=float, default=0.25)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--shortlist", type=int, default=100)
+    parser.add_argument("--single", type=int, default=200, help="single-query searches timed")
+    parser.add_argument("--data", default=None, help="data folder (default $ESRAG_DATA)")
+    parser.add_argument("--only", default=None, help="comma-separated substrings of config names")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="faiss threads for building and batched search (single queries use 1)",
+    )
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--child", choices=["build", "search"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-config", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.child:
+        _child(args)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="esrag-bench-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        info = prepare_data(args, work)
+        logger.info("synthesised %d documents in %.1fs", args.docs, time.perf_counter() - t0)
+        results = []
+        todo = configs(args.docs, args.shortlist)
+        if args.only:
+            keep = args.only.split(",")
+            todo = [c for c in todo if c["kind"] == "flat" or any(s in c["name"] for s in keep)]
+        for cfg in todo:
+            folder = Path(tempfile.mkdtemp(dir=work))
+            build = _run_child("build", cfg, args, work, folder)
+            search = _run_child("search", cfg, args, work, folder)
+            results.append({"name": cfg["name"], **build, **search})
+            logger.info("%s: %s", cfg["name"], json.dumps(results[-1]))
+            subprocess.run(["rm", "-rf", str(folder)], check=False)
+    flat = results[0]
+    flat_bytes = args.docs * 384 * 4 / 2**20
+    lines = [
+        f"{args.docs:,} docs ({info['base_docs']:,} real SciFact + synthetic, noise {args.noise}), "
+        f"{info['queries']} queries, k={args.k}; flat float32 index = {flat_bytes:.0f} MiB",
+        "| config | recall@10 | single ms (p50) | single speedup | batched ms/q | batched speedup "
+        "| build s | RSS loaded MiB | loaded / flat | RSS after queries MiB | after / flat |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['name']} | {r['recall_at_10']:.4f} | {r['single_ms_p50']:.3f} | "
+            f"{flat['single_ms_p50'] / r['single_ms_p50']:.1f}x | {r['batched_ms_per_query']:.3f} | "
+            f"{flat['batched_ms_per_query'] / r['batched_ms_per_query']:.1f}x | {r['build_s']:.1f} | "
+            f"{r['rss_growth_loaded_mb']:.0f} | "
+            f"{r['rss_growth_loaded_mb'] / flat['rss_growth_loaded_mb']:.2f} | "
+            f"{r['rss_growth_mb']:.0f} | {r['rss_growth_mb'] / flat['rss_growth_mb']:.2f} |"
+        )
+    env = {**environment(), "threads_build_and_batched": args.threads, "threads_single": 1}
+    report = "\n".join(lines) + "\n\nenvironment: " + json.dumps(env)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"args": vars(args), "data": info, "environment": env, "results": results}, indent=2)
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

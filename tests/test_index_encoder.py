@@ -1,0 +1,94 @@
+"""CascadeIndex with real embedders: the tiny ESE encoder and a plain LangChain Embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from esrag.index import CascadeConfig, CascadeIndex, Transform
+
+WORDS = "cat dog bird fish tree car house river city music paper cell gene protein".split()
+TEXTS = [
+    f"the {a} sees the {b} {i % 3}" for i, (a, b) in enumerate((a, b) for a in WORDS for b in WORDS if a != b)
+][:60]
+
+
+class SpyEncoder:
+    """Delegates to an EspressoEncoder and records every encode() call."""
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self.calls: list[tuple[int, list[Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode(self, texts: Any, views: Any = None, **kwargs: Any) -> Any:
+        self.calls.append((len(texts), list(views or [])))
+        return self._encoder.encode(texts, views, **kwargs)
+
+
+@pytest.mark.parametrize("transform", ["prefix", "pca", "adapter"])
+def test_build_streams_batches_and_one_pass_per_query(tiny_encoder: Any, transform: str) -> None:
+    spy = SpyEncoder(tiny_encoder)
+    cfg = CascadeConfig(coarse_layer=2, coarse_dim=8, transform=transform, train_size=30)
+    index = CascadeIndex.build(spy, TEXTS, config=cfg, batch_size=16, show_progress_bar=False)
+    assert len(index) == len(TEXTS) and index.transform is not None
+    assert index.transform.kind is Transform(transform) and index.coarse_dim == 8
+    assert all(n <= 16 for n, _ in spy.calls)  # memory bounded by the batch
+    assert sum(n for n, _ in spy.calls) == len(TEXTS)  # each text encoded once
+    assert {str(v) for v in spy.calls[0][1]} == {"2:32", "3:32"}  # both views, one pass
+    spy.calls.clear()
+    queries = ["the cat sees the dog", "the gene sees the protein"]
+    got = index.search(queries, k=5, shortlist=len(TEXTS))
+    assert len(spy.calls) == 1 and spy.calls[0][0] == 2
+    fine_docs = tiny_encoder.encode(TEXTS, [(3, 32)])[0]
+    fine_q = tiny_encoder.encode(queries, [(3, 32)])[0]
+    exact = index.search(queries, k=5, mode="fine")
+    assert got.ids == exact.ids
+    np.testing.assert_allclose(exact.scores, np.sort(fine_q @ fine_docs.T, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+
+def test_encoder_default_views_and_reconfigure(tiny_encoder: Any) -> None:
+    index = CascadeIndex.build(tiny_encoder, TEXTS, ids=[str(i) for i in range(len(TEXTS))])
+    # defaults: coarse source = last layer full width = the fine view; 64 dims > 32 -> identity
+    assert index.source_dim == index.fine_dim == 32 and index.coarse_dim == 32
+    spy = SpyEncoder(tiny_encoder)
+    index._adapter.original = spy  # type: ignore[union-attr]
+    index.reconfigure(coarse_layer=1, coarse_dim=8, transform="pca", index_type="HNSW32")
+    assert index.config.coarse_layer == 1 and index.coarse_dim == 8
+    assert sum(n for n, _ in spy.calls) == len(TEXTS)  # re-encoded the stored texts
+    assert index.search("the cat sees the dog", k=3, shortlist=len(TEXTS)).ids == (
+        index.search("the cat sees the dog", k=3, mode="fine").ids
+    )
+
+
+def test_plain_embeddings_fall_back_to_one_vector() -> None:
+    small = CascadeIndex.build(DeterministicFakeEmbedding(size=6), TEXTS[:10])
+    assert small.transform is not None and small.transform.kind is Transform.PREFIX
+    assert small.coarse_dim == 6  # single effective stage: the coarse vector is the vector
+    wide = CascadeIndex.build(DeterministicFakeEmbedding(size=48), TEXTS, config=CascadeConfig(coarse_dim=16))
+    assert wide.transform is not None and wide.transform.kind is Transform.PCA
+    hit = wide.search(TEXTS[7], k=1, shortlist=50)
+    assert hit.ids[0] and wide.get_by_ids(hit.ids[0])[0].text == TEXTS[7]
+    assert hit.scores[0][0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_text_input_errors(tiny_encoder: Any) -> None:
+    index = CascadeIndex(tiny_encoder)
+    with pytest.raises(TypeError, match="texts must be a list of strings, not a single string"):
+        index.add("one text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got int"):
+        index.add(["a", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="duplicate id 'x' at positions 0 and 1"):
+        index.add(["a", "b"], ids=["x", "x"])
+    with pytest.raises(ValueError, match="got 3 metadatas for 2 documents"):
+        index.add(["a", "b"], metadatas=[{}, {}, {}])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search("q", k=0)
+    with pytest.raises(TypeError, match="must be an esrag EspressoEncoder or a LangChain Embeddings"):
+        CascadeIndex(object())
+    assert index.add([]) == [] and len(index) == 0
