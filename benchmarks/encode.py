@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import environment  # noqa: E402
+from _env import environment
 
 
 def sentences(data: Path, n: int) -> list[str]:
@@ -72,7 +72,9 @@ def main() -> None:
     full = times[f"esrag layer {encoder.num_layers}/384"]
     st = times["sentence-transformers"]
     print(f"environment: {environment()}")
-    print(f"{len(texts)} STS-B sentences, batch {args.batch_size}, best of {args.repeats} interleaved rounds\n")
+    print(
+        f"{len(texts)} STS-B sentences, batch {args.batch_size}, best of {args.repeats} interleaved rounds\n"
+    )
     print("| run | sentences/s | speed vs sentence-transformers | cost vs full pass | target cost |")
     print("|---|---|---|---|---|")
     for name, seconds in times.items():

@@ -34,6 +34,8 @@ from esrag.data.beir import load_queries
 from esrag.encoder import EspressoEncoder
 from esrag.encoder.cache import encode_cached, view_of
 from esrag.evaluation.metrics import ndcg_at_k
+from esrag.index.config import Transform
+from esrag.index.transforms import fit_transform
 from esrag.train import TrainConfig, train
 
 logger = logging.getLogger("train_scifact")
@@ -49,8 +51,13 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def evaluate(doc_emb: np.ndarray, query_emb: np.ndarray, doc_ids: list[str],
-             query_ids: list[str], qrels: dict[str, dict[str, int]]) -> dict[str, dict]:
+def evaluate(
+    doc_emb: np.ndarray,
+    query_emb: np.ndarray,
+    doc_ids: list[str],
+    query_ids: list[str],
+    qrels: dict[str, dict[str, int]],
+) -> dict[str, dict]:
     """{"L:D": {"flat": nDCG@10, "cascade": nDCG@10, "retention": cascade/full}}."""
     full_q = view_of(query_emb, LAYERS, 6, 384)
     full_d = view_of(doc_emb, LAYERS, 6, 384)
@@ -64,14 +71,33 @@ def evaluate(doc_emb: np.ndarray, query_emb: np.ndarray, doc_ids: list[str],
     table: dict[str, dict] = {}
     for layer in LAYERS:
         for dim in DIMS:
-            scores = view_of(query_emb, LAYERS, layer, dim) @ view_of(doc_emb, LAYERS, layer,
-                                                                      dim).T
+            scores = view_of(query_emb, LAYERS, layer, dim) @ view_of(doc_emb, LAYERS, layer, dim).T
             shortlist = _top(scores, SHORTLIST)
             rerank = np.take_along_axis(full_scores, shortlist, axis=1)
             order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
             cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
-            table[f"{layer}:{dim}"] = {"flat": ndcg(_top(scores, 10)), "cascade": cascade,
-                                       "retention": cascade / full if full else 0.0}
+            table[f"{layer}:{dim}"] = {
+                "flat": ndcg(_top(scores, 10)),
+                "cascade": cascade,
+                "retention": cascade / full if full else 0.0,
+            }
+    # corpus-fitted coarse transforms (what ``esrag build --transform`` uses) on each layer
+    for layer in LAYERS:
+        source_d = view_of(doc_emb, LAYERS, layer, 384)
+        source_q = view_of(query_emb, LAYERS, layer, 384)
+        for kind in (Transform.PCA, Transform.ADAPTER):
+            for dim in (32, 64):
+                fitted = fit_transform(kind, source_d, dim, fine=full_d)
+                scores = fitted(source_q) @ fitted(source_d).T
+                shortlist = _top(scores, SHORTLIST)
+                rerank = np.take_along_axis(full_scores, shortlist, axis=1)
+                order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
+                cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
+                table[f"{layer}:{dim}:{kind.value}"] = {
+                    "flat": ndcg(_top(scores, 10)),
+                    "cascade": cascade,
+                    "retention": cascade / full if full else 0.0,
+                }
     return table
 
 
@@ -81,8 +107,9 @@ def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
             handle.write(json.dumps({"anchor": anchor, "positive": positive}) + "\n")
 
 
-def build_training_files(folder: Path, work: Path, *, title_pairs: int, holdout: float,
-                         seed: int) -> tuple[Path, Path, dict[str, int]]:
+def build_training_files(
+    folder: Path, work: Path, *, title_pairs: int, holdout: float, seed: int
+) -> tuple[Path, Path, dict[str, int]]:
     data = load_beir(folder, "train")
     qids = sorted(data.qrels)
     random.Random(seed).shuffle(qids)
@@ -99,13 +126,16 @@ def build_training_files(folder: Path, work: Path, *, title_pairs: int, holdout:
     work.mkdir(parents=True, exist_ok=True)
     write_pairs(work / "train.jsonl", train_pairs + titles)
     write_pairs(work / "eval.jsonl", eval_pairs)
-    counts = {"qrels_pairs": len(train_pairs), "title_pairs": len(titles),
-              "heldout_pairs": len(eval_pairs), "heldout_queries": len(held)}
+    counts = {
+        "qrels_pairs": len(train_pairs),
+        "title_pairs": len(titles),
+        "heldout_pairs": len(eval_pairs),
+        "heldout_queries": len(held),
+    }
     return work / "train.jsonl", work / "eval.jsonl", counts
 
 
-def embed(model: EspressoEncoder, folder: Path, cache: str | None,
-          limit_docs: int | None = None) -> tuple:
+def embed(model: EspressoEncoder, folder: Path, cache: str | None, limit_docs: int | None = None) -> tuple:
     """(doc embeddings, test-query embeddings, doc ids, query ids, qrels); ``limit_docs``
     keeps only the judged documents plus that many others (a quick smoke run)."""
     test = load_beir(folder, "test")
@@ -127,8 +157,10 @@ def print_table(before: dict, after: dict | None) -> None:
     print("|---|---|---|---|---|")
     for view, row in before.items():
         new = after[view] if after else None
-        print(f"| {view} | {row['flat']:.3f} | {new['flat'] if new else float('nan'):.3f} | "
-              f"{row['retention']:.1%} | {new['retention'] if new else float('nan'):.1%} |")
+        print(
+            f"| {view} | {row['flat']:.3f} | {new['flat'] if new else float('nan'):.3f} | "
+            f"{row['retention']:.1%} | {new['retention'] if new else float('nan'):.1%} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,16 +198,32 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if not args.skip_train:
         train_file, eval_file, counts = build_training_files(
-            folder, Path(str(output) + "-data"), title_pairs=args.title_pairs,
-            holdout=args.holdout, seed=args.seed)
+            folder,
+            Path(str(output) + "-data"),
+            title_pairs=args.title_pairs,
+            holdout=args.holdout,
+            seed=args.seed,
+        )
         results["data"] = counts
         config = TrainConfig(
-            train=(str(train_file),), eval=(str(eval_file),), output=str(output),
-            epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-            lr=args.lr, max_length=args.max_length, eval_every=args.eval_every,
-            save_every=args.eval_every, compress_dim=64, prefix_dims=tuple(args.prefix_dims),
-            express=not args.no_express, compress=not args.no_compress, seed=args.seed,
-            device="cpu", eval_views=("2:64", "6:384"))
+            train=(str(train_file),),
+            eval=(str(eval_file),),
+            output=str(output),
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            eval_every=args.eval_every,
+            save_every=args.eval_every,
+            compress_dim=64,
+            prefix_dims=tuple(args.prefix_dims),
+            express=not args.no_express,
+            compress=not args.no_compress,
+            seed=args.seed,
+            device="cpu",
+            eval_views=("2:64", "6:384"),
+        )
         result = train(config)
         results["config"] = config.to_json()
         results["train"] = {k: v for k, v in result.to_json().items() if k != "history"}

@@ -44,7 +44,8 @@ def read_stsb(path: Path) -> dict[str, list[tuple[str, str, float]]]:
         reader = csv.DictReader(handle, delimiter="\t")
         for row in reader:
             splits.setdefault(row["split"], []).append(
-                (row["sentence1"], row["sentence2"], float(row["score"])))
+                (row["sentence1"], row["sentence2"], float(row["score"]))
+            )
     return splits
 
 
@@ -56,8 +57,9 @@ def write_scored(path: Path, rows: list[tuple[str, str, float]]) -> Path:
     return path
 
 
-def evaluate(model: EspressoEncoder, rows: list[tuple[str, str, float]],
-             cache: str | None) -> dict[str, float]:
+def evaluate(
+    model: EspressoEncoder, rows: list[tuple[str, str, float]], cache: str | None
+) -> dict[str, float]:
     """{"L:D": Spearman} on ``rows``."""
     left = encode_cached(model, [r[0] for r in rows], LAYERS, cache_dir=cache)
     right = encode_cached(model, [r[1] for r in rows], LAYERS, cache_dir=cache)
@@ -77,8 +79,7 @@ def print_table(before: dict[str, float], after: dict[str, float] | None) -> Non
     print("|---|---|---|---|---|")
     for view, value in before.items():
         new = after[view] if after else float("nan")
-        print(f"| {view} | {value:.4f} | {new:.4f} | {value / full_b:.1%} | "
-              f"{new / full_a:.1%} |")
+        print(f"| {view} | {value:.4f} | {new:.4f} | {value / full_b:.1%} | {new / full_a:.1%} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,13 +123,24 @@ def main(argv: list[str] | None = None) -> int:
             sources.append(str(data / "nli" / "snli_dev_test_triplets.csv"))
         dev = write_scored(work / "stsb_dev.jsonl", splits["dev"])
         config = TrainConfig(
-            train=tuple(sources), eval=(str(dev),), output=str(output), epochs=args.epochs,
-            max_steps=args.max_steps, max_examples=args.max_examples,
-            batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-            eval_every=args.eval_every, save_every=args.eval_every,
-            compress_dim=args.compress_dim, express=not args.no_express,
-            compress=not args.no_compress, seed=args.seed, device="cpu",
-            eval_views=("2:384", "6:384"))
+            train=tuple(sources),
+            eval=(str(dev),),
+            output=str(output),
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            max_examples=args.max_examples,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_length,
+            eval_every=args.eval_every,
+            save_every=args.eval_every,
+            compress_dim=args.compress_dim,
+            express=not args.no_express,
+            compress=not args.no_compress,
+            seed=args.seed,
+            device="cpu",
+            eval_views=("2:384", "6:384"),
+        )
         result = train(config)
         results["config"] = config.to_json()
         results["train"] = {k: v for k, v in result.to_json().items() if k != "history"}

@@ -37,15 +37,19 @@ def main() -> None:
     encoder = EspressoEncoder(args.model)
     docs = list(read_corpus(HERE / "data" / "quickstart.jsonl"))
     index = CascadeIndex.build(
-        encoder, [d.text for d in docs], ids=[d.id for d in docs],
+        encoder,
+        [d.text for d in docs],
+        ids=[d.id for d in docs],
         config=CascadeConfig(coarse_layer=2, coarse_dim=16, transform="prefix"),
     )
     queries = {f"q{i}": text for i, text in enumerate(MY_QUERIES)}
     qrels = {f"q{i}": dict.fromkeys(rel, 1) for i, rel in enumerate(MY_QUERIES.values())}
     for shortlist in (5, 20):
         result = evaluate_cascade(index, queries, qrels, shortlist=shortlist)
-        print(f"\nlayer-2 / 16-dim prefix coarse stage, shortlist {shortlist}: "
-              f"retention {result.retention:.1%} of the fine-only nDCG@10")
+        print(
+            f"\nlayer-2 / 16-dim prefix coarse stage, shortlist {shortlist}: "
+            f"retention {result.retention:.1%} of the fine-only nDCG@10"
+        )
         print(result.to_markdown())
 
 

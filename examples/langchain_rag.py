@@ -22,10 +22,12 @@ from esrag.langchain.vectorstore import CascadeVectorStore
 
 HERE = Path(__file__).resolve().parent
 
-PROMPT = ChatPromptTemplate.from_messages([
-    ("system", "Answer the question using only this context:\n\n{context}"),
-    ("human", "{question}"),
-])
+PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", "Answer the question using only this context:\n\n{context}"),
+        ("human", "{question}"),
+    ]
+)
 
 
 def format_docs(docs: list[Document]) -> str:
@@ -41,8 +43,11 @@ def main() -> None:
     encoder = EspressoEncoder(args.model)
     docs = list(read_corpus(HERE / "data" / "quickstart.jsonl"))
     store = CascadeVectorStore.from_texts(
-        [d.text for d in docs], encoder, metadatas=[d.metadata for d in docs],
-        ids=[d.id for d in docs], config=CascadeConfig(coarse_dim=32, shortlist=20),
+        [d.text for d in docs],
+        encoder,
+        metadatas=[d.metadata for d in docs],
+        ids=[d.id for d in docs],
+        config=CascadeConfig(coarse_dim=32, shortlist=20),
     )
     retriever = store.as_retriever(search_kwargs={"k": 3, "shortlist": 20})
 

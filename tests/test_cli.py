@@ -14,9 +14,32 @@ import pytest
 from esrag.cli.main import main
 
 WORDS = [
-    "cat", "dog", "bird", "fish", "tree", "car", "house", "river", "city", "music", "paper",
-    "cell", "gene", "protein", "drug", "cancer", "virus", "study", "data", "model", "search",
-    "index", "query", "vector", "layer", "sentence",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "car",
+    "house",
+    "river",
+    "city",
+    "music",
+    "paper",
+    "cell",
+    "gene",
+    "protein",
+    "drug",
+    "cancer",
+    "virus",
+    "study",
+    "data",
+    "model",
+    "search",
+    "index",
+    "query",
+    "vector",
+    "layer",
+    "sentence",
 ]
 
 
@@ -24,8 +47,14 @@ def make_docs(n: int = 40) -> list[dict]:
     docs = []
     for i in range(n):
         words = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(6 + i % 5)]
-        docs.append({"id": f"d{i:02d}", "title": WORDS[i % len(WORDS)], "text": " ".join(words),
-                     "group": "even" if i % 2 == 0 else "odd"})
+        docs.append(
+            {
+                "id": f"d{i:02d}",
+                "title": WORDS[i % len(WORDS)],
+                "text": " ".join(words),
+                "group": "even" if i % 2 == 0 else "odd",
+            }
+        )
     return docs
 
 
@@ -40,63 +69,122 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     docs = make_docs()
     write_jsonl(tmp_path / "corpus.jsonl", docs)
-    write_jsonl(tmp_path / "queries.jsonl",
-                [{"_id": f"q{i}", "text": docs[i]["text"][:20]} for i in range(0, 40, 4)])
+    write_jsonl(
+        tmp_path / "queries.jsonl", [{"_id": f"q{i}", "text": docs[i]["text"][:20]} for i in range(0, 40, 4)]
+    )
     (tmp_path / "qrels.tsv").write_text(
-        "query-id\tcorpus-id\tscore\r\n"
-        + "".join(f"q{i}\td{i:02d}\t1\r\n" for i in range(0, 40, 4)))
+        "query-id\tcorpus-id\tscore\r\n" + "".join(f"q{i}\td{i:02d}\t1\r\n" for i in range(0, 40, 4))
+    )
     return tmp_path
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "esrag.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "esrag.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
-def test_workflow(workspace: Path, tiny_model_dir: Path,
-                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_workflow(workspace: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """build → search → eval → sweep → tune → incremental rebuild.
 
     build, eval and the rebuilds run in subprocesses (exit codes, pure-JSON stdout); the
     others in-process, because each subprocess pays ~5 s of torch/transformers imports.
     """
     model = str(tiny_model_dir)
-    out = run_cli("build", "corpus.jsonl", "--index", "indexes/t", "--model", model,
-                  "--coarse", "2:8", "--shortlist", "20", "--json", cwd=workspace)
+    out = run_cli(
+        "build",
+        "corpus.jsonl",
+        "--index",
+        "indexes/t",
+        "--model",
+        model,
+        "--coarse",
+        "2:8",
+        "--shortlist",
+        "20",
+        "--json",
+        cwd=workspace,
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert (report["docs"], report["added"], report["encoded"]) == (40, 40, 40)
 
     # the model is found again from the manifest: no --model needed
-    assert main(["search", "--index", "indexes/t", "cat dog", "-k", "3",
-                 "--filter", "group=even", "--json"]) == 0
+    assert (
+        main(["search", "--index", "indexes/t", "cat dog", "-k", "3", "--filter", "group=even", "--json"])
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert len(hits) == 3 and all(h["metadata"]["group"] == "even" for h in hits)
     assert main(["search", "--index", "indexes/t", "cat", "bird", "-k", "2"]) == 0
     text = capsys.readouterr().out
     assert "query: cat" in text and "query: bird" in text and " 2. " in text
 
-    out = run_cli("eval", "--index", "indexes/t", "--queries", "queries.jsonl", "--qrels",
-                  "qrels.tsv", "--json", cwd=workspace)
+    out = run_cli(
+        "eval",
+        "--index",
+        "indexes/t",
+        "--queries",
+        "queries.jsonl",
+        "--qrels",
+        "qrels.tsv",
+        "--json",
+        cwd=workspace,
+    )
     assert out.returncode == 0, out.stderr
     ev = json.loads(out.stdout)
     for stage in ("cascade", "fine"):
-        for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_ms_p50",
-                    "latency_ms_p95", "settings"):
+        for key in (
+            "ndcg@10",
+            "recall@10",
+            "recall@100",
+            "mrr@10",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "settings",
+        ):
             assert key in ev[stage], (stage, key)
     assert ev["cascade"]["settings"]["shortlist"] == 20
     assert ev["fine"]["settings"]["mode"] == "fine"
     assert ev["fine"]["recall@100"] == 1.0  # 40 docs: the fine top-100 holds everything
 
-    assert main(["sweep", "--index", "indexes/t", "--layers", "1,3", "--dims", "8,32",
-                 "--transforms", "prefix,pca", "--shortlists", "10,40", "--sample-queries",
-                 "20", "--timing-queries", "3", "--output", "sw", "-q"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--index",
+                "indexes/t",
+                "--layers",
+                "1,3",
+                "--dims",
+                "8,32",
+                "--transforms",
+                "prefix,pca",
+                "--shortlists",
+                "10,40",
+                "--sample-queries",
+                "20",
+                "--timing-queries",
+                "3",
+                "--output",
+                "sw",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert "Reference (fine-only, 3:32): overlap@10" in capsys.readouterr().out
     for name in ("sweep.json", "sweep.md", "sweep.png"):
         assert (workspace / "sw" / name).stat().st_size > 0
@@ -108,9 +196,32 @@ def test_workflow(workspace: Path, tiny_model_dir: Path,
 
     # (the tiny random BERT ties many documents exactly, so only plumbing is checked here;
     # retention itself is tested on synthetic vectors in test_eval_sweep.py)
-    assert main(["tune", "--index", "indexes/t", "--target", "0.05", "--layers", "3",
-                 "--dims", "24", "--transforms", "prefix", "--shortlists", "30",
-                 "--sample-queries", "10", "--timing-queries", "2", "--json", "-q"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--index",
+                "indexes/t",
+                "--target",
+                "0.05",
+                "--layers",
+                "3",
+                "--dims",
+                "24",
+                "--transforms",
+                "prefix",
+                "--shortlists",
+                "30",
+                "--sample-queries",
+                "10",
+                "--timing-queries",
+                "2",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["applied"] is True
     manifest = json.loads((workspace / "indexes/t/manifest.json").read_text())
     assert manifest["config"]["coarse_layer"] == 3 and manifest["config"]["shortlist"] == 30
@@ -125,8 +236,14 @@ def test_workflow(workspace: Path, tiny_model_dir: Path,
     out = run_cli("build", "corpus.jsonl", "--index", "indexes/t", "--json", cwd=workspace)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert (report["added"], report["updated"], report["deleted"], report["unchanged"],
-            report["encoded"], report["docs"]) == (1, 1, 1, 38, 2, 40)
+    assert (
+        report["added"],
+        report["updated"],
+        report["deleted"],
+        report["unchanged"],
+        report["encoded"],
+        report["docs"],
+    ) == (1, 1, 1, 38, 2, 40)
     assert report["config"]["coarse_layer"] == 3  # the tuned setting is kept
     assert main(["build", "corpus.jsonl", "--index", "indexes/t", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["action"] == "up to date"
@@ -136,8 +253,9 @@ def test_workflow(workspace: Path, tiny_model_dir: Path,
 
 
 def test_help_everywhere() -> None:
-    out = subprocess.run([sys.executable, "-m", "esrag.cli.main", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "esrag.cli.main", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "build" in out.stdout and "run" in out.stdout
     for command in ("build", "search", "eval", "sweep", "tune", "run"):
         with pytest.raises(SystemExit) as exc:
@@ -147,24 +265,39 @@ def test_help_everywhere() -> None:
 
 @pytest.fixture()
 def built(workspace: Path, tiny_model_dir: Path) -> Path:
-    assert main(["build", "corpus.jsonl", "--index", "idx", "--model", str(tiny_model_dir),
-                 "--coarse", "1:8", "-q"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "corpus.jsonl",
+                "--index",
+                "idx",
+                "--model",
+                str(tiny_model_dir),
+                "--coarse",
+                "1:8",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return workspace / "idx"
 
 
 BAD_CORPORA = [
     (b'{"id": "a", "text": "cat"}\n{"id": "b", "text": \n', r"bad\.jsonl:2: invalid JSON"),
-    (b'{"id": "a", "text": "cat"}\n{"id": "b", "body": "dog"}\n',
-     r"bad\.jsonl:2: field 'text': missing"),
+    (b'{"id": "a", "text": "cat"}\n{"id": "b", "body": "dog"}\n', r"bad\.jsonl:2: field 'text': missing"),
     (b"", r"bad\.jsonl: the file is empty"),
-    (b'{"id": "a", "text": "cat"}\n{"id": "b", "text": "caf\xe9"}\n',
-     r"bad\.jsonl:2: not valid UTF-8"),
+    (b'{"id": "a", "text": "cat"}\n{"id": "b", "text": "caf\xe9"}\n', r"bad\.jsonl:2: not valid UTF-8"),
 ]
 
 
 @pytest.mark.parametrize(("content", "message"), BAD_CORPORA)
 def test_malformed_corpus_leaves_index_intact(
-    built: Path, tiny_model_dir: Path, content: bytes, message: str,
+    built: Path,
+    tiny_model_dir: Path,
+    content: bytes,
+    message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import re
@@ -178,9 +311,7 @@ def test_malformed_corpus_leaves_index_intact(
     assert main(["search", "--index", "idx", "cat", "-k", "2", "--json"]) == 0
 
 
-def test_unknown_index_and_bad_labels(
-    built: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_unknown_index_and_bad_labels(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--index", "nope", "cat"]) == 2
     assert "nope: no such index folder" in capsys.readouterr().err
     beir = built.parent / "beir"
@@ -190,8 +321,7 @@ def test_unknown_index_and_bad_labels(
     assert main(["eval", "--index", "idx", "--beir", str(beir)]) == 2
     assert "qrels/test.tsv: no qrels for split 'test'" in capsys.readouterr().err
     (built.parent / "q.tsv").write_text("q0\td00\t1\nq1\td01\n")
-    assert main(["eval", "--index", "idx", "--queries", "queries.jsonl",
-                 "--qrels", "q.tsv"]) == 2
+    assert main(["eval", "--index", "idx", "--queries", "queries.jsonl", "--qrels", "q.tsv"]) == 2
     assert "q.tsv:2: expected 3 tab-separated columns" in capsys.readouterr().err
     assert main(["eval", "--index", "idx", "--queries", "queries.jsonl"]) == 2
     assert "give --queries FILE and --qrels FILE" in capsys.readouterr().err
@@ -211,8 +341,7 @@ def test_build_refuses_foreign_folder_and_fine_change(
     assert "pass --rebuild" in capsys.readouterr().err
 
 
-def test_pipeline_recipe(workspace: Path, tiny_model_dir: Path,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_pipeline_recipe(workspace: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = workspace / "p.toml"
     recipe.write_text(f"""
 [pipeline]
@@ -253,22 +382,23 @@ def test_build_with_embedding_cache_matches_plain_build(
 ) -> None:
     common = ["--model", str(tiny_model_dir), "--coarse", "3:16", "--transform", "prefix", "-q"]
     assert main(["build", "corpus.jsonl", "--index", "plain", *common]) == 0
-    assert main(["build", "corpus.jsonl", "--index", "cached", "--cache-embeddings",
-                 *common]) == 0
+    assert main(["build", "corpus.jsonl", "--index", "cached", "--cache-embeddings", *common]) == 0
     assert any((workspace / "cache").iterdir())
     capsys.readouterr()
     results = []
     for name in ("plain", "cached"):
         assert main(["search", "--index", name, "protein drug", "-k", "5", "--json"]) == 0
         results.append(json.loads(capsys.readouterr().out)["hits"])
-    assert [h["score"] for h in results[0]] == pytest.approx([h["score"] for h in results[1]],
-                                                             abs=1e-4)
+    assert [h["score"] for h in results[0]] == pytest.approx([h["score"] for h in results[1]], abs=1e-4)
 
 
-def test_pipeline_train_then_build(workspace: Path, tiny_model_dir: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    write_jsonl(workspace / "pairs.jsonl", [
-        {"anchor": f"cat dog {w}", "positive": f"dog cat bird {w}"} for w in WORDS[:12]])
+def test_pipeline_train_then_build(
+    workspace: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        workspace / "pairs.jsonl",
+        [{"anchor": f"cat dog {w}", "positive": f"dog cat bird {w}"} for w in WORDS[:12]],
+    )
     recipe = workspace / "t.toml"
     recipe.write_text(f"""
 [pipeline]
@@ -302,11 +432,39 @@ def test_scifact_eval_matches_published(
     Uses the on-disk embedding cache ($ESRAG_CACHE, ~5 minutes to fill on 2 cores once).
     """
     index = str(tmp_path / "scifact")
-    assert main(["build", str(data_dir / "scifact"), "--index", index, "--coarse", "6:64",
-                 "--transform", "pca", "--cache-embeddings", "-q"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(data_dir / "scifact"),
+                "--index",
+                index,
+                "--coarse",
+                "6:64",
+                "--transform",
+                "pca",
+                "--cache-embeddings",
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", "--index", index, "--beir", str(data_dir / "scifact"),
-                 "--timing-queries", "20", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--index",
+                index,
+                "--beir",
+                str(data_dir / "scifact"),
+                "--timing-queries",
+                "20",
+                "--json",
+            ]
+        )
+        == 0
+    )
     ev = json.loads(capsys.readouterr().out)
     assert ev["fine"]["ndcg@10"] == pytest.approx(0.645, abs=0.005)
     assert ev["cascade"]["ndcg@10"] >= 0.97 * ev["fine"]["ndcg@10"]
@@ -319,8 +477,22 @@ def test_folder_corpus_chunked_and_incremental(
     notes.mkdir()
     (notes / "a.md").write_text("# cats\n\n" + " ".join(WORDS * 3))
     (notes / "b.txt").write_text("river city music")
-    args = ["build", "notes", "--index", "n", "--model", str(tiny_model_dir), "--chunk-size",
-            "60", "--chunk-overlap", "10", "--coarse", "3:4", "--json", "-q"]
+    args = [
+        "build",
+        "notes",
+        "--index",
+        "n",
+        "--model",
+        str(tiny_model_dir),
+        "--chunk-size",
+        "60",
+        "--chunk-overlap",
+        "10",
+        "--coarse",
+        "3:4",
+        "--json",
+        "-q",
+    ]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["docs"] > 5
@@ -329,8 +501,7 @@ def test_folder_corpus_chunked_and_incremental(
     second = json.loads(capsys.readouterr().out)
     assert (second["updated"], second["added"], second["deleted"]) == (1, 0, 0)
     assert second["unchanged"] == first["docs"] - 1
-    assert main(["search", "--index", "n", "paper", "-k", "50", "--json",
-                 "--filter", "source=b.txt"]) == 0
+    assert main(["search", "--index", "n", "paper", "-k", "50", "--json", "--filter", "source=b.txt"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert [h["id"] for h in hits] == ["b.txt#0"]
     assert hits[0]["text"] == "river city music and paper"
@@ -342,11 +513,58 @@ def test_changing_coarse_settings_reconfigures(
 ) -> None:
     capsys.readouterr()
     extra = ["--cache-embeddings"] if cache else []
-    assert main(["build", "corpus.jsonl", "--index", "idx", "--coarse", "2:4", "--transform",
-                 "prefix", "--shortlist", "15", "--json", *extra]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "corpus.jsonl",
+                "--index",
+                "idx",
+                "--coarse",
+                "2:4",
+                "--transform",
+                "prefix",
+                "--shortlist",
+                "15",
+                "--json",
+                *extra,
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["action"] == "updated" and report["encoded"] == 0
-    assert (report["config"]["coarse_layer"], report["config"]["coarse_dim"],
-            report["config"]["transform"], report["config"]["shortlist"]) == (2, 4, "prefix", 15)
+    assert (
+        report["config"]["coarse_layer"],
+        report["config"]["coarse_dim"],
+        report["config"]["transform"],
+        report["config"]["shortlist"],
+    ) == (2, 4, "prefix", 15)
     manifest = json.loads((built / "manifest.json").read_text())
     assert manifest["config"]["coarse_layer"] == 2
+
+
+def test_model_argument_folder_or_hub_name(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing folder is an error; an ``owner/name`` is tried as a hub name (never by default)."""
+    import esrag.encoder.encoder as encoder_module
+    from esrag.cli import _common
+
+    asked: list[str] = []
+
+    class OfflineEncoder:
+        def __init__(self, name: str, device: str | None = None) -> None:
+            asked.append(name)
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(encoder_module, "EspressoEncoder", OfflineEncoder)
+    monkeypatch.setattr(_common, "_ENCODERS", {})
+    assert main(["build", "corpus.jsonl", "--index", "idx", "--model", "./no-such-model"]) == 2
+    assert "./no-such-model: no such model folder" in capsys.readouterr().err
+    assert asked == []
+    assert main(["build", "corpus.jsonl", "--index", "idx", "--model", "someone/some-model"]) == 2
+    err = capsys.readouterr().err
+    assert "someone/some-model: no such model folder, and loading it as a Hugging Face hub name failed" in err
+    assert asked == ["someone/some-model"]
+    assert not (workspace / "idx").exists()

@@ -28,18 +28,30 @@ def test_quickstart_data_is_consistent() -> None:
 
 
 def test_quickstart_pipeline_with_tiny_model(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("ESRAG_CACHE", str(tmp_path / "cache"))
-    code = main([
-        "run", str(ROOT / "pipelines" / "quickstart.toml"),
-        "--set", f"pipeline.model={json.dumps(str(tiny_model_dir))}",
-        "--set", f"pipeline.index={json.dumps(str(tmp_path / 'idx'))}",
-        "--set", f"sweep.output={json.dumps(str(tmp_path / 'sweep'))}",
-        "--set", "sweep.layers=[1, 3]", "--set", "sweep.dims=[8, 16]",
-        "--set", "build.coarse='3:16'",
-    ])
+    code = main(
+        [
+            "run",
+            str(ROOT / "pipelines" / "quickstart.toml"),
+            "--set",
+            f"pipeline.model={json.dumps(str(tiny_model_dir))}",
+            "--set",
+            f"pipeline.index={json.dumps(str(tmp_path / 'idx'))}",
+            "--set",
+            f"sweep.output={json.dumps(str(tmp_path / 'sweep'))}",
+            "--set",
+            "sweep.layers=[1, 3]",
+            "--set",
+            "sweep.dims=[8, 16]",
+            "--set",
+            "build.coarse='3:16'",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "built" in out and "query: how is espresso made" in out
@@ -47,8 +59,7 @@ def test_quickstart_pipeline_with_tiny_model(
     assert (tmp_path / "sweep" / "sweep.png").is_file()
 
 
-def test_scifact_pipeline_plan(monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_scifact_pipeline_plan(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ESRAG_DATA", "/data")
     assert main(["run", str(ROOT / "pipelines" / "scifact.toml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -59,14 +70,22 @@ def test_scifact_pipeline_plan(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("script", ["quickstart.py", "langchain_rag.py", "evaluate_cascade.py"])
-def test_example_runs(script: str, tiny_model_dir: Path, tmp_path: Path,
-                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_runs(
+    script: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     argv = [script, "--model", str(tiny_model_dir)]
     if script == "quickstart.py":
         argv += ["--index", str(tmp_path / "idx")]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(EXAMPLES / script), run_name="__main__")
     out = capsys.readouterr().out
-    expected = {"quickstart.py": "indexed 100 documents", "langchain_rag.py": "(fake LLM)",
-                "evaluate_cascade.py": "| ndcg@10 |"}[script]
+    expected = {
+        "quickstart.py": "indexed 100 documents",
+        "langchain_rag.py": "(fake LLM)",
+        "evaluate_cascade.py": "| ndcg@10 |",
+    }[script]
     assert expected in out

@@ -18,8 +18,11 @@ def write_beir(root: Path, *, crlf: bool = True) -> Path:
         {"_id": 3, "title": "Birds", "text": "Birds sing."},
     ]
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    queries = [{"_id": "q1", "text": "what purrs"}, {"_id": "q2", "text": "who barks"},
-               {"_id": "q3", "text": "unjudged"}]
+    queries = [
+        {"_id": "q1", "text": "what purrs"},
+        {"_id": "q2", "text": "who barks"},
+        {"_id": "q3", "text": "unjudged"},
+    ]
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (root / "qrels").mkdir(exist_ok=True)
     eol = "\r\n" if crlf else "\n"
@@ -46,8 +49,11 @@ def test_doc_text_strips() -> None:
 
 def test_missing_split_names_available(tmp_path: Path) -> None:
     root = write_beir(tmp_path / "b")
-    with pytest.raises(FileNotFoundError, match=r"qrels/train\.tsv: no qrels for split 'train' "
-                       r"\(available splits: test\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"qrels/train\.tsv: no qrels for split 'train' "
+        r"\(available splits: test\)",
+    ):
         load_beir(root, "train")
     (root / "qrels" / "test.tsv").unlink()
     (root / "qrels").rmdir()

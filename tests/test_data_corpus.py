@@ -18,19 +18,20 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def test_jsonl_fields_and_metadata(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "c.jsonl", [
-        {"id": 1, "title": "T", "text": "body", "lang": "en", "tags": ["x"],
-         "metadata": {"year": 2020}},
-        {"id": "b", "text": "two"},
-    ])
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": 1, "title": "T", "text": "body", "lang": "en", "tags": ["x"], "metadata": {"year": 2020}},
+            {"id": "b", "text": "two"},
+        ],
+    )
     docs = list(read_corpus(path))
     assert [d.id for d in docs] == ["1", "b"]
     assert docs[0].text == "T body"
     assert docs[0].metadata == {"year": 2020, "lang": "en"}  # lists dropped
     assert docs[0].source.endswith("c.jsonl:1")
     assert docs[0].content_hash != docs[1].content_hash
-    spec = CorpusSpec(id_field="lang", text_field="title", title_field=None,
-                      metadata_fields=("id",))
+    spec = CorpusSpec(id_field="lang", text_field="title", title_field=None, metadata_fields=("id",))
     other = write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "title": "T", "lang": "en"}])
     only = list(read_corpus(other, spec))
     assert (only[0].id, only[0].text, only[0].metadata) == ("en", "T", {"id": 1})
@@ -42,8 +43,11 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"c\.jsonl:2: invalid JSON"):
         list(read_corpus(path))
     path.write_text('{"id": "a", "text": "x"}\n{"id": "b", "body": "y"}\n')
-    with pytest.raises(DataError, match=r"c\.jsonl:2: field 'text': missing \(the record has: "
-                       r"body, id\); choose the text field with --text-field"):
+    with pytest.raises(
+        DataError,
+        match=r"c\.jsonl:2: field 'text': missing \(the record has: "
+        r"body, id\); choose the text field with --text-field",
+    ):
         list(read_corpus(path))
     path.write_text('{"text": "x"}\n')
     with pytest.raises(DataError, match=r"c\.jsonl:1: field 'id': missing"):
@@ -58,8 +62,11 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"c\.jsonl: the file is empty"):
         list(read_corpus(path))
     path.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
-    with pytest.raises(DataError, match=r"c\.jsonl:2: field 'id': duplicate id 'a' "
-                       r"\(first at .*c\.jsonl:1\)"):
+    with pytest.raises(
+        DataError,
+        match=r"c\.jsonl:2: field 'id': duplicate id 'a' "
+        r"\(first at .*c\.jsonl:1\)",
+    ):
         list(read_corpus(path))
     path.write_text('{"id": "a", "text": ""}\n')
     with pytest.raises(DataError, match="the corpus has no documents"):
@@ -75,7 +82,9 @@ def test_csv_and_tsv(tmp_path: Path) -> None:
     path.write_text('id,text,topic\na,"hello, world",greet\nb,"multi\nline",misc\n')
     docs = list(read_corpus(path))
     assert [(d.id, d.text, d.metadata) for d in docs] == [
-        ("a", "hello, world", {"topic": "greet"}), ("b", "multi\nline", {"topic": "misc"})]
+        ("a", "hello, world", {"topic": "greet"}),
+        ("b", "multi\nline", {"topic": "misc"}),
+    ]
     path.write_text("id,text\na,x\nb,y,z\n")
     with pytest.raises(DataError, match=r"c\.csv:3: expected 2 columns like the header, got 3"):
         list(read_corpus(path))
@@ -135,8 +144,7 @@ def test_folder_of_files_chunked(tmp_path: Path) -> None:
 def test_beir_folder_and_detection(tmp_path: Path) -> None:
     root = tmp_path / "beir"
     root.mkdir()
-    write_jsonl(root / "corpus.jsonl", [{"_id": "d1", "title": "T", "text": "x",
-                                          "metadata": {"k": "v"}}])
+    write_jsonl(root / "corpus.jsonl", [{"_id": "d1", "title": "T", "text": "x", "metadata": {"k": "v"}}])
     assert detect_format(root) == "beir"
     docs = list(read_corpus(root))
     assert (docs[0].id, docs[0].text, docs[0].metadata) == ("d1", "T x", {"k": "v"})

@@ -42,15 +42,24 @@ def qids() -> list[str]:
 
 def test_sweep_label_free_exact_points(vectors) -> None:
     docs, queries = vectors
-    grid = SweepGrid(layers=(1, 2), dims=(4, 8, 16), transforms=("prefix", "pca"),
-                     shortlists=(10, N))
-    result = run_sweep(docs, queries, doc_ids=doc_ids(), qids=qids(), fine_view=(2, H),
-                       grid=grid, target=0.999, timing_queries=2)
+    grid = SweepGrid(layers=(1, 2), dims=(4, 8, 16), transforms=("prefix", "pca"), shortlists=(10, N))
+    result = run_sweep(
+        docs,
+        queries,
+        doc_ids=doc_ids(),
+        qids=qids(),
+        fine_view=(2, H),
+        grid=grid,
+        target=0.999,
+        timing_queries=2,
+    )
     assert result.quality_metric == "overlap@10" and result.reference["quality"] == 1.0
     # a full-width pca is a rotation: the index stores it as prefix, so it is skipped
     assert len(result.points) == 2 * 3 * 2 * 2 - 2 * 2
-    assert result.settings["skipped"] == ["1:16 pca (the index used prefix)",
-                                          "2:16 pca (the index used prefix)"]
+    assert result.settings["skipped"] == [
+        "1:16 pca (the index used prefix)",
+        "2:16 pca (the index used prefix)",
+    ]
     by = {(p.layer, p.dim, p.transform, p.shortlist): p for p in result.points}
     # a shortlist of every document reranks everything exactly: identical to fine-only
     for (_layer, _dim, _t, shortlist), p in by.items():
@@ -67,8 +76,9 @@ def test_sweep_label_free_exact_points(vectors) -> None:
     assert rec.pareto
     front = [p for p in result.points if p.pareto]
     for p in front:  # nothing dominates a front point
-        assert not any(q.flops_per_query <= p.flops_per_query and q.retention > p.retention
-                       for q in result.points)
+        assert not any(
+            q.flops_per_query <= p.flops_per_query and q.retention > p.retention for q in result.points
+        )
     md = result.to_markdown()
     assert "| layer | dim | transform | shortlist | overlap@10 |" in md and "★" in md
     assert "Recommended" in result.recommendation_text()
@@ -79,8 +89,17 @@ def test_sweep_with_qrels_and_no_recommendation(vectors) -> None:
     docs, queries = vectors
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(40)}
     grid = SweepGrid(layers=(1,), dims=(2,), transforms=("prefix",), shortlists=(10,))
-    result = run_sweep(docs, queries, doc_ids=doc_ids(), qids=qids(), fine_view=(2, H),
-                       grid=grid, qrels=qrels, target=1.0, timing_queries=0)
+    result = run_sweep(
+        docs,
+        queries,
+        doc_ids=doc_ids(),
+        qids=qids(),
+        fine_view=(2, H),
+        grid=grid,
+        qrels=qrels,
+        target=1.0,
+        timing_queries=0,
+    )
     assert result.quality_metric == "ndcg@10" and result.reference["label_free"] is False
     assert 0.5 < result.reference["quality"] <= 1.0
     (point,) = result.points
@@ -93,10 +112,10 @@ def test_sweep_skips_transforms_that_cannot_be_fitted(vectors) -> None:
     docs, queries = vectors
     small = {k: v[:20] for k, v in docs.items()}
     grid = SweepGrid(layers=(1,), dims=(4, 16), transforms=("prefix", "pca"), shortlists=(10,))
-    result = run_sweep(small, queries, doc_ids=doc_ids()[:20], qids=qids(), fine_view=(2, H),
-                       grid=grid, timing_queries=0)
-    assert {(p.dim, p.transform) for p in result.points} == {(4, "prefix"), (4, "pca"),
-                                                            (16, "prefix")}
+    result = run_sweep(
+        small, queries, doc_ids=doc_ids()[:20], qids=qids(), fine_view=(2, H), grid=grid, timing_queries=0
+    )
+    assert {(p.dim, p.transform) for p in result.points} == {(4, "prefix"), (4, "pca"), (16, "prefix")}
     assert result.settings["skipped"] == ["1:16 pca (needs 32 docs to fit)"]
 
 
@@ -116,8 +135,7 @@ def point(cost: float, retention: float) -> SweepPoint:
 
 
 def test_pareto_front_hand_made() -> None:
-    pts = [point(1, 0.5), point(2, 0.9), point(2, 0.8), point(3, 0.9), point(4, 1.0),
-           point(4, 1.0)]
+    pts = [point(1, 0.5), point(2, 0.9), point(2, 0.8), point(3, 0.9), point(4, 1.0), point(4, 1.0)]
     assert pareto_front(pts) == {0, 1, 4, 5}
     assert pareto_front(pts, cost="time") == {0, 1, 4, 5}
 
@@ -128,12 +146,23 @@ def test_cost_model() -> None:
     assert transform_flops("pca", 384, 64) == 2 * 384 * 64
     assert coarse_flops("Flat", 1000, 64, shortlist=100) == 2 * 1000 * 64
     assert coarse_flops("HNSW32", 10**6, 64, shortlist=100, ef_search=128) == 2 * 64 * 128 * 64
-    assert coarse_flops("IVF100,Flat", 10**4, 8, shortlist=10, nprobe=10) == 2 * 8 * 100 + \
-        2 * 8 * 10**4 * 10 / 100
-    assert coarse_flops("IVF100,PQ8", 10**4, 8, shortlist=10, nprobe=10) == 2 * 8 * 100 + \
-        10 * 256 * 2 * 8 + 10**4 * 10 / 100 * 8
-    total = cascade_flops(index_type="Flat", n_docs=1000, transform="pca", source_dim=384,
-                          coarse_dim=64, fine_dim=384, shortlist=100)
+    assert (
+        coarse_flops("IVF100,Flat", 10**4, 8, shortlist=10, nprobe=10)
+        == 2 * 8 * 100 + 2 * 8 * 10**4 * 10 / 100
+    )
+    assert (
+        coarse_flops("IVF100,PQ8", 10**4, 8, shortlist=10, nprobe=10)
+        == 2 * 8 * 100 + 10 * 256 * 2 * 8 + 10**4 * 10 / 100 * 8
+    )
+    total = cascade_flops(
+        index_type="Flat",
+        n_docs=1000,
+        transform="pca",
+        source_dim=384,
+        coarse_dim=64,
+        fine_dim=384,
+        shortlist=100,
+    )
     assert total == 2 * 384 * 64 + 2 * 1000 * 64 + 2 * 100 * 384
 
 
@@ -142,22 +171,28 @@ def test_evaluate_encoded_cascade_vs_fine(vectors) -> None:
 
     docs, queries = vectors
     index = CascadeIndex.build_from_embeddings(
-        docs[1], docs[2], ids=doc_ids(),
-        config=CascadeConfig(coarse_dim=4, transform="prefix", shortlist=20))
+        docs[1], docs[2], ids=doc_ids(), config=CascadeConfig(coarse_dim=4, transform="prefix", shortlist=20)
+    )
     qrels = {f"q{i}": {f"d{i}": 1} for i in range(40)}
     ev = evaluate_encoded(index, queries[1], queries[2], qids(), qrels, timing_queries=5)
     out = ev.to_json()
     assert set(out) == {"cascade", "fine", "retention", "num_queries"}
     for stage in ("cascade", "fine"):
-        assert {"ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_ms_p50",
-                "latency_ms_p95", "settings"} <= set(out[stage])
+        assert {
+            "ndcg@10",
+            "recall@10",
+            "recall@100",
+            "mrr@10",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "settings",
+        } <= set(out[stage])
         assert out[stage]["latency_ms_p95"] >= out[stage]["latency_ms_p50"] > 0
     assert out["cascade"]["settings"]["shortlist"] == 20
     assert out["cascade"]["settings"]["transform"] == "prefix"
     assert out["fine"]["ndcg@10"] >= out["cascade"]["ndcg@10"]
     assert "| ndcg@10 |" in ev.to_markdown()
-    exact = evaluate_encoded(index, queries[1], queries[2], qids(), qrels, shortlist=N,
-                             timing_queries=0)
+    exact = evaluate_encoded(index, queries[1], queries[2], qids(), qrels, shortlist=N, timing_queries=0)
     assert exact.cascade.metrics == exact.fine.metrics and exact.retention == 1.0
 
 
@@ -179,8 +214,9 @@ def test_plot(vectors, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     docs, queries = vectors
     grid = SweepGrid(layers=(1, 2), dims=(4,), transforms=("prefix", "pca"), shortlists=(10,))
-    result = run_sweep(docs, queries, doc_ids=doc_ids(), qids=qids(), fine_view=(2, H),
-                       grid=grid, timing_queries=1)
+    result = run_sweep(
+        docs, queries, doc_ids=doc_ids(), qids=qids(), fine_view=(2, H), grid=grid, timing_queries=1
+    )
     path = plot_sweep(result, tmp_path / "p" / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -84,9 +84,7 @@ def test_matches_pytrec_eval_on_random_runs() -> None:
         f"q{i}": {d: rng.choice([0, 1, 1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 6))}
         for i in range(40)
     }
-    run_scores = {
-        qid: {d: rng.random() for d in rng.sample(docs, 30)} for qid in qrels
-    }
+    run_scores = {qid: {d: rng.random() for d in rng.sample(docs, 30)} for qid in qrels}
     # make sure some relevant docs are ranked
     for qid, judged in qrels.items():
         for d in judged:

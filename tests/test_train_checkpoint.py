@@ -24,8 +24,9 @@ def test_write_read_latest_prune_and_cleanup(tmp_path: Path) -> None:
     root = tmp_path / "ckpt"
     assert ckpt.latest_checkpoint(root) is None
     for step in (2, 4, 6):
-        ckpt.write_checkpoint(ckpt.step_folder(root, step), FakeEncoder(f"s{step}"),
-                              {"rng": torch.arange(3)}, {"step": step})
+        ckpt.write_checkpoint(
+            ckpt.step_folder(root, step), FakeEncoder(f"s{step}"), {"rng": torch.arange(3)}, {"step": step}
+        )
     stale = root / ".step-00000008.tmp-abc"
     stale.mkdir()
     (root / "step-00000009").mkdir()  # incomplete: no state files

@@ -15,8 +15,7 @@ from esrag.train.data import Examples, load_source, load_training_data, mine_pai
 
 
 def config(*sources: str | Path, **kwargs: object) -> TrainConfig:
-    return TrainConfig(train=tuple(str(s) for s in sources) or ("x",), output="unused",
-                       **kwargs)  # type: ignore[arg-type]
+    return TrainConfig(train=tuple(str(s) for s in sources) or ("x",), output="unused", **kwargs)  # type: ignore[arg-type]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -25,18 +24,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_pairs_triplets_and_scored_rows(tmp_path: Path) -> None:
-    pairs = write_jsonl(tmp_path / "p.jsonl", [{"query": "q1", "document": "d1"},
-                                               {"query": "q2", "document": "d2"}])
+    pairs = write_jsonl(
+        tmp_path / "p.jsonl", [{"query": "q1", "document": "d1"}, {"query": "q2", "document": "d2"}]
+    )
     (ex,) = load_source(str(pairs), config())
-    assert (ex.anchors, ex.positives, ex.negatives, ex.scores) == (
-        ["q1", "q2"], ["d1", "d2"], None, None)
+    assert (ex.anchors, ex.positives, ex.negatives, ex.scores) == (["q1", "q2"], ["d1", "d2"], None, None)
     triplets = tmp_path / "t.csv"
     triplets.write_text("sent0,sent1,hard_neg\na,b,c\nd,e,f\n")
     (ex,) = load_source(str(triplets), config())
     assert ex.negatives == ["c", "f"]
     scored = tmp_path / "s.tsv"
-    scored.write_text("split\tsentence1\tsentence2\tscore\ntrain\ta\tb\t4.5\n"
-                      "test\tc\td\t1\ntrain\te\tf\t0\n")
+    scored.write_text("split\tsentence1\tsentence2\tscore\ntrain\ta\tb\t4.5\ntest\tc\td\t1\ntrain\te\tf\t0\n")
     (ex,) = load_source(str(scored), config(where=("split=train",), score_range=(0, 5)))
     assert ex.scored and ex.scores == [4.5, 0.0] and ex.anchors == ["a", "e"]
 
@@ -45,10 +43,8 @@ def test_custom_columns_and_parquet(tmp_path: Path) -> None:
     import datasets
 
     path = tmp_path / "data.parquet"
-    datasets.Dataset.from_dict({"x": ["a", "b"], "y": ["c", "d"], "s": [1.0, 2.0]}).to_parquet(
-        str(path))
-    (ex,) = load_source(str(path), config(anchor_column="x", positive_column="y",
-                                          score_column="s"))
+    datasets.Dataset.from_dict({"x": ["a", "b"], "y": ["c", "d"], "s": [1.0, 2.0]}).to_parquet(str(path))
+    (ex,) = load_source(str(path), config(anchor_column="x", positive_column="y", score_column="s"))
     assert ex.anchors == ["a", "b"] and ex.scores == [1.0, 2.0]
     (ex,) = load_source(str(path), config(anchor_column="x", positive_column="y", kind="pairs"))
     assert ex.scores is None
@@ -64,14 +60,18 @@ def test_bad_input_errors_name_file_row_and_column(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: the file is empty"):
         load_source(str(empty), config())
-    blank = write_jsonl(tmp_path / "blank.jsonl", [{"anchor": "a", "positive": "b"},
-                                                   {"anchor": "c", "positive": "  "}])
+    blank = write_jsonl(
+        tmp_path / "blank.jsonl", [{"anchor": "a", "positive": "b"}, {"anchor": "c", "positive": "  "}]
+    )
     with pytest.raises(DataError, match=r"blank\.jsonl:2: field 'positive': row 2: empty text"):
         load_source(str(blank), config())
     scored = tmp_path / "range.csv"
     scored.write_text("text1,text2,score\na,b,1\nc,d,7.5\n")
-    with pytest.raises(DataError, match=r"range\.csv:3: field 'score': row 2: score 7\.5 is "
-                                        r"outside the declared range \[0, 5\]"):
+    with pytest.raises(
+        DataError,
+        match=r"range\.csv:3: field 'score': row 2: score 7\.5 is "
+        r"outside the declared range \[0, 5\]",
+    ):
         load_source(str(scored), config(score_range=(0, 5)))
     filtered = tmp_path / "filtered.csv"
     filtered.write_text("split,text1,text2\ntrain,a,b\n")
@@ -87,16 +87,25 @@ def test_bad_input_errors_name_file_row_and_column(tmp_path: Path) -> None:
 
 def make_beir(folder: Path) -> Path:
     (folder / "qrels").mkdir(parents=True)
-    write_jsonl(folder / "corpus.jsonl", [
-        {"_id": "d1", "title": "Cats", "text": "Cats purr. They sleep a lot."},
-        {"_id": "d2", "title": "Dogs", "text": "Dogs bark."},
-        {"_id": "d3", "title": "", "text": "No title here. Second sentence."},
-    ])
-    write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": "do cats purr"},
-                                           {"_id": "q2", "text": "do dogs bark"},
-                                           {"_id": "q3", "text": "test query"}])
+    write_jsonl(
+        folder / "corpus.jsonl",
+        [
+            {"_id": "d1", "title": "Cats", "text": "Cats purr. They sleep a lot."},
+            {"_id": "d2", "title": "Dogs", "text": "Dogs bark."},
+            {"_id": "d3", "title": "", "text": "No title here. Second sentence."},
+        ],
+    )
+    write_jsonl(
+        folder / "queries.jsonl",
+        [
+            {"_id": "q1", "text": "do cats purr"},
+            {"_id": "q2", "text": "do dogs bark"},
+            {"_id": "q3", "text": "test query"},
+        ],
+    )
     (folder / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td2\t1\r\nq2\td3\t0\r\n")
+        "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td2\t1\r\nq2\td3\t0\r\n"
+    )
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td3\t1\n")
     return folder
 
@@ -141,8 +150,9 @@ def test_holdout_keeps_anchors_apart_and_sampling(tmp_path: Path) -> None:
 
 def test_batch_plan_is_deterministic_and_homogeneous() -> None:
     pairs = Examples("p", [f"a{i}" for i in range(10)], [f"p{i}" for i in range(10)])
-    scored = Examples("s", [f"s{i}" for i in range(5)], [f"t{i}" for i in range(5)],
-                      scores=[float(i) for i in range(5)])
+    scored = Examples(
+        "s", [f"s{i}" for i in range(5)], [f"t{i}" for i in range(5)], scores=[float(i) for i in range(5)]
+    )
     plan = BatchPlan([pairs, scored], batch_size=4, seed=3)
     assert plan.per_epoch == 3 + 1  # 4+4+2 pairs, 4 scored (a last batch of 1 is dropped)
     again = BatchPlan([pairs, scored], batch_size=4, seed=3)
@@ -169,6 +179,7 @@ def test_config_validation() -> None:
         TrainConfig(train=(), output="o")
     cfg = config(kind="scored", layers=[1, 2], score_range=[0, 5])
     assert TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
-    assert cfg.differences(config(kind="scored", layers=[1, 2], score_range=[0, 5],
-                                  show_progress=False)) == []
+    assert (
+        cfg.differences(config(kind="scored", layers=[1, 2], score_range=[0, 5], show_progress=False)) == []
+    )
     assert cfg.differences(config(kind="scored", layers=[1], score_range=[0, 5])) == ["layers"]

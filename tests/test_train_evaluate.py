@@ -12,8 +12,7 @@ def test_spearman_with_ties() -> None:
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1)
     assert spearman(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1)
     # ties get average ranks: x ranks [1.5, 1.5, 3], y ranks [1, 2, 3] → rho = sqrt(3)/2
-    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(
-        np.sqrt(3) / 2)
+    assert spearman(np.array([1.0, 1.0, 2.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(np.sqrt(3) / 2)
     assert spearman(np.ones(4), np.arange(4.0)) == 0.0
 
 

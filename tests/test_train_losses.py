@@ -79,17 +79,16 @@ def test_kl_alignment_value(temperature: float) -> None:
 
 def test_express_value_and_teacher_gets_no_gradient() -> None:
     torch.manual_seed(0)
-    shallow = {1: PairEmbeddings(torch.randn(4, 6, requires_grad=True),
-                                 torch.randn(4, 6, requires_grad=True)),
-               2: PairEmbeddings(torch.randn(4, 6, requires_grad=True),
-                                 torch.randn(4, 6, requires_grad=True))}
-    teacher = PairEmbeddings(torch.randn(4, 6, requires_grad=True),
-                             torch.randn(4, 6, requires_grad=True))
+    shallow = {
+        1: PairEmbeddings(torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)),
+        2: PairEmbeddings(torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)),
+    }
+    teacher = PairEmbeddings(torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True))
     base = InfoNCELoss(scale=10.0)
     loss, parts = ExpressLoss(base, kl_weight=0.5, temperature=2.0)(shallow, teacher)
     expected = sum(
-        layer_weight(layer) * (base(batch) + 0.5 * kl_alignment(base.logits(batch),
-                                                                base.logits(teacher), 2.0))
+        layer_weight(layer)
+        * (base(batch) + 0.5 * kl_alignment(base.logits(batch), base.logits(teacher), 2.0))
         for layer, batch in shallow.items()
     )
     assert loss.item() == pytest.approx(float(expected.detach()), rel=1e-6)
@@ -98,8 +97,7 @@ def test_express_value_and_teacher_gets_no_gradient() -> None:
     assert teacher.anchors.grad is None and teacher.positives.grad is None
     for batch in shallow.values():
         assert batch.anchors.grad is not None and batch.anchors.grad.abs().sum() > 0
-    mean_loss, _ = ExpressLoss(base, kl_weight=0.5, temperature=2.0, reduction="mean")(
-        shallow, teacher)
+    mean_loss, _ = ExpressLoss(base, kl_weight=0.5, temperature=2.0, reduction="mean")(shallow, teacher)
     assert mean_loss.item() == pytest.approx(loss.item() / 2, rel=1e-6)
 
 
@@ -161,8 +159,9 @@ def test_ese_composition() -> None:
     per_layer = {1: batch(), 2: batch(), 3: batch()}
     base = InfoNCELoss(scale=10.0)
     express = ExpressLoss(base)
-    total = ESELoss(base, express=express, compress=CompressLoss(2, mode="batch"),
-                    express_weight=0.5, compress_weight=2.0)(per_layer)
+    total = ESELoss(
+        base, express=express, compress=CompressLoss(2, mode="batch"), express_weight=0.5, compress_weight=2.0
+    )(per_layer)
     exp_value, _ = express({1: per_layer[1], 2: per_layer[2]}, per_layer[3])
     check = CompressLoss(2, mode="batch")
     comp = sum(check(per_layer[k].texts(), k) for k in (1, 2, 3)) / 3

@@ -19,9 +19,30 @@ from esrag.train.cli_args import add_train_arguments, config_from_args
 from esrag.train.losses import ExpressLoss, InfoNCELoss, PairEmbeddings
 
 WORDS = [
-    "cat", "dog", "bird", "fish", "tree", "car", "house", "river", "city", "music", "paper",
-    "cell", "gene", "protein", "drug", "cancer", "virus", "study", "data", "model", "search",
-    "index", "query", "vector",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "car",
+    "house",
+    "river",
+    "city",
+    "music",
+    "paper",
+    "cell",
+    "gene",
+    "protein",
+    "drug",
+    "cancer",
+    "virus",
+    "study",
+    "data",
+    "model",
+    "search",
+    "index",
+    "query",
+    "vector",
 ]
 
 
@@ -37,12 +58,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert-train")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "red", "big", "runs"]
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)},
-                                  model_max_length=64)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=64)
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3,
-                        num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
@@ -64,8 +89,18 @@ def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny_config(base: Path, data: Path, output: Path, **kwargs: object) -> TrainConfig:
     values: dict[str, object] = dict(
-        train=(str(data),), output=str(output), base=str(base), batch_size=8, compress_dim=8,
-        max_steps=6, lr=1e-3, save_every=2, device="cpu", show_progress=False, log_every=1)
+        train=(str(data),),
+        output=str(output),
+        base=str(base),
+        batch_size=8,
+        compress_dim=8,
+        max_steps=6,
+        lr=1e-3,
+        save_every=2,
+        device="cpu",
+        show_progress=False,
+        log_every=1,
+    )
     values.update(kwargs)
     return TrainConfig(**values)  # type: ignore[arg-type]
 
@@ -76,8 +111,7 @@ def test_gradients_reach_shallow_layers(model_dir: Path) -> None:
     texts_a, texts_p = ["cat dog", "red car", "big tree"], ["cat dog runs", "red car", "tree"]
     a = enc.pooled_layers(enc.tokenize(texts_a), [1, 3])
     p = enc.pooled_layers(enc.tokenize(texts_p), [1, 3])
-    loss, _ = ExpressLoss(InfoNCELoss())({1: PairEmbeddings(a[1], p[1])},
-                                         PairEmbeddings(a[3], p[3]))
+    loss, _ = ExpressLoss(InfoNCELoss())({1: PairEmbeddings(a[1], p[1])}, PairEmbeddings(a[3], p[3]))
     loss.backward()
     layers = enc.model.encoder.layer
     first = [q.grad for q in layers[0].parameters()]
@@ -94,11 +128,11 @@ def _probe_loss(trainer: Trainer, enc: EspressoEncoder, rows: list[dict]) -> flo
     return loss["base_L3"] + loss["base_L1"]
 
 
-def test_a_few_steps_reduce_the_loss(model_dir: Path, pairs_file: Path,
-                                     tmp_path: Path) -> None:
+def test_a_few_steps_reduce_the_loss(model_dir: Path, pairs_file: Path, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in pairs_file.read_text().splitlines()][:16]
-    cfg = tiny_config(model_dir, pairs_file, tmp_path / "model", max_steps=12,
-                      compress=False, lr=3e-3, save_every=0)
+    cfg = tiny_config(
+        model_dir, pairs_file, tmp_path / "model", max_steps=12, compress=False, lr=3e-3, save_every=0
+    )
     probe = Trainer(cfg)
     probe.layers = [1, 2, 3]
     probe.infonce, probe.cosent, _ = probe._losses()
@@ -146,8 +180,15 @@ def test_saved_model_round_trips_and_eval_keeps_best(
 ) -> None:
     from transformers import AutoModel
 
-    cfg = tiny_config(model_dir, pairs_file, tmp_path / "m", eval_fraction=0.25,
-                      eval_every=2, max_steps=4, keep_checkpoints=1)
+    cfg = tiny_config(
+        model_dir,
+        pairs_file,
+        tmp_path / "m",
+        eval_fraction=0.25,
+        eval_every=2,
+        max_steps=4,
+        keep_checkpoints=1,
+    )
     result = train(cfg)
     assert result.best_step is not None and result.best_score is not None
     assert result.eval_examples > 0 and result.last_eval is not None
@@ -175,10 +216,31 @@ def test_scored_data_and_cli_arguments(model_dir: Path, tmp_path: Path) -> None:
         lines.append(f"{a} {b},{b} {a},{rng.uniform(0, 5):.2f}")
     data.write_text("\n".join(lines) + "\n")
     parser = add_train_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([
-        "--train", str(data), "--output", str(tmp_path / "s"), "--base", str(model_dir),
-        "--batch-size", "8", "--compress-dim", "8", "--max-steps", "2", "--device", "cpu",
-        "--score-range", "0", "5", "--no-express", "--layers", "1", "--no-show-progress"])
+    args = parser.parse_args(
+        [
+            "--train",
+            str(data),
+            "--output",
+            str(tmp_path / "s"),
+            "--base",
+            str(model_dir),
+            "--batch-size",
+            "8",
+            "--compress-dim",
+            "8",
+            "--max-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--score-range",
+            "0",
+            "5",
+            "--no-express",
+            "--layers",
+            "1",
+            "--no-show-progress",
+        ]
+    )
     cfg = config_from_args(args)
     assert cfg.express is False and cfg.layers == (1,) and cfg.score_range == (0.0, 5.0)
     result = train(cfg)
@@ -196,8 +258,16 @@ def test_model_shape_errors(model_dir: Path, pairs_file: Path, tmp_path: Path) -
 def test_gradient_checkpointing_and_cpu_precision_fallback(
     model_dir: Path, pairs_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = tiny_config(model_dir, pairs_file, tmp_path / "gc", max_steps=2, save_every=0,
-                      gradient_checkpointing=True, precision="bf16", grad_accum=2)
+    cfg = tiny_config(
+        model_dir,
+        pairs_file,
+        tmp_path / "gc",
+        max_steps=2,
+        save_every=0,
+        gradient_checkpointing=True,
+        precision="bf16",
+        grad_accum=2,
+    )
     with caplog.at_level("WARNING", logger="esrag.train.trainer"):
         result = train(cfg)
     assert result.steps == 2 and result.final_loss is not None

@@ -46,12 +46,26 @@ def load_encoder(model: str | None, device: str | None = None) -> Any:
         encoder = EspressoEncoder(device=device)
     else:
         path = Path(model).expanduser()
-        if not path.exists():
+        if path.exists():
+            encoder = EspressoEncoder(path, device=device)
+            encoder.name = str(path.resolve())  # so later commands can find it from the manifest
+        elif _looks_like_hub_name(model):
+            try:  # a Hugging Face hub name: the user asked for a download (or their HF cache)
+                encoder = EspressoEncoder(model, device=device)
+            except (OSError, ValueError) as exc:
+                raise CliError(
+                    f"{model}: no such model folder, and loading it as a Hugging Face hub name failed: {exc}"
+                ) from None
+        else:
             raise CliError(f"{model}: no such model folder")
-        encoder = EspressoEncoder(path, device=device)
-        encoder.name = str(path.resolve())  # so later commands can find it from the manifest
     _ENCODERS[key] = encoder
     return encoder
+
+
+def _looks_like_hub_name(model: str) -> bool:
+    """``owner/name`` with no path syntax (``./x``, ``/x``, ``~``, ``x/y/z``)."""
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not model.startswith((".", "~")) and "\\" not in model
 
 
 def model_of_index(folder: Path) -> str | None:
@@ -64,15 +78,15 @@ def model_of_index(folder: Path) -> str | None:
 def check_index_folder(folder: str | os.PathLike[str]) -> Path:
     path = Path(folder)
     if not path.is_dir():
-        raise CliError(f"{path}: no such index folder (build one with `esrag build CORPUS "
-                       f"--index {path}`)")
+        raise CliError(f"{path}: no such index folder (build one with `esrag build CORPUS --index {path}`)")
     if not (path / "manifest.json").is_file():
         raise CliError(f"{path / 'manifest.json'}: missing; {path} is not an esrag index")
     return path
 
 
-def open_index(folder: str | os.PathLike[str], model: str | None, device: str | None = None
-               ) -> tuple[Any, Any]:
+def open_index(
+    folder: str | os.PathLike[str], model: str | None, device: str | None = None
+) -> tuple[Any, Any]:
     """Load ``(index, encoder)``; the model defaults to the one the index was built with."""
     from esrag.index import CascadeIndex
 
@@ -83,8 +97,9 @@ def open_index(folder: str | os.PathLike[str], model: str | None, device: str | 
             from esrag.encoder import DEFAULT_MODEL_NAME
 
             if model != DEFAULT_MODEL_NAME:
-                raise CliError(f"{path}: built with model {model!r}, which is not a folder "
-                               "here; pass --model PATH")
+                raise CliError(
+                    f"{path}: built with model {model!r}, which is not a folder here; pass --model PATH"
+                )
     encoder = load_encoder(model, device)
     return CascadeIndex.load(path, encoder), encoder
 
@@ -96,11 +111,16 @@ def print_json(obj: Any) -> None:
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, default_help: str) -> None:
-    parser.add_argument("--model", metavar="PATH", default=None,
-                        help=f"encoder model folder ('default' = all-MiniLM-L6-v2); {default_help}")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        default=None,
+        help=f"encoder model folder ('default' = all-MiniLM-L6-v2); {default_help}",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
-                        help="encoder batch size (default 64)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="encoder batch size (default 64)"
+    )
 
 
 def progress_flag(args: argparse.Namespace) -> bool | None:

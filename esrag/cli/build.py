@@ -16,40 +16,71 @@ _BATCH = 1000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("corpus", metavar="CORPUS",
-                   help="JSONL/CSV/TSV/Parquet file, a folder of .txt/.md files, or a BEIR folder")
-    p.add_argument("--index", required=True, metavar="FOLDER",
-                   help="index folder, e.g. indexes/docs")
+    p.add_argument(
+        "corpus",
+        metavar="CORPUS",
+        help="JSONL/CSV/TSV/Parquet file, a folder of .txt/.md files, or a BEIR folder",
+    )
+    p.add_argument("--index", required=True, metavar="FOLDER", help="index folder, e.g. indexes/docs")
     add_model_args(p, default_help="default: the index's model, else 'default'")
     g = p.add_argument_group("cascade settings (an existing index keeps its own unless given)")
-    g.add_argument("--coarse", metavar="LAYER:DIM",
-                   help="coarse view: source layer and dims after the transform (default: last:64)")
+    g.add_argument(
+        "--coarse",
+        metavar="LAYER:DIM",
+        help="coarse view: source layer and dims after the transform (default: last:64)",
+    )
     g.add_argument("--fine", metavar="LAYER:DIM", help="fine view (default: the model's full view)")
-    g.add_argument("--transform", choices=("prefix", "pca", "adapter"),
-                   help="coarse transform (default pca)")
-    g.add_argument("--coarse-index", metavar="FACTORY",
-                   help="faiss factory string of the coarse index: Flat, HNSW32, IVF1024,Flat, ...")
+    g.add_argument("--transform", choices=("prefix", "pca", "adapter"), help="coarse transform (default pca)")
+    g.add_argument(
+        "--coarse-index",
+        metavar="FACTORY",
+        help="faiss factory string of the coarse index: Flat, HNSW32, IVF1024,Flat, ...",
+    )
     g.add_argument("--shortlist", type=int, metavar="N", help="default shortlist (default 100)")
     g.add_argument("--fine-dtype", choices=("float32", "float16"), help="fine vector storage")
     c = p.add_argument_group("corpus fields")
-    c.add_argument("--format", choices=("jsonl", "csv", "tsv", "parquet", "folder", "beir"),
-                   help="corpus format (default: from the file name)")
+    c.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "tsv", "parquet", "folder", "beir"),
+        help="corpus format (default: from the file name)",
+    )
     c.add_argument("--id-field", help="id field (default 'id', else '_id')")
     c.add_argument("--text-field", default="text", help="text field (default 'text')")
-    c.add_argument("--title-field", default="title",
-                   help="optional title field prepended to the text (default 'title'; '' for none)")
-    c.add_argument("--metadata-field", action="append", metavar="NAME",
-                   help="keep only these metadata fields (repeatable; default: all scalar fields)")
-    c.add_argument("--chunk-size", type=int, default=1000, metavar="CHARS",
-                   help="chunk size for folders of text files (default 1000)")
-    c.add_argument("--chunk-overlap", type=int, default=200, metavar="CHARS",
-                   help="chunk overlap for folders of text files (default 200)")
-    p.add_argument("--cache-embeddings", action="store_true",
-                   help="encode every layer once through the on-disk embedding cache "
-                   "($ESRAG_CACHE) for fresh builds and coarse-setting changes, so later "
-                   "sweeps/tunes of the same corpus are free (N x layers x hidden x 4 bytes)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="re-encode everything instead of updating the existing index")
+    c.add_argument(
+        "--title-field",
+        default="title",
+        help="optional title field prepended to the text (default 'title'; '' for none)",
+    )
+    c.add_argument(
+        "--metadata-field",
+        action="append",
+        metavar="NAME",
+        help="keep only these metadata fields (repeatable; default: all scalar fields)",
+    )
+    c.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1000,
+        metavar="CHARS",
+        help="chunk size for folders of text files (default 1000)",
+    )
+    c.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=200,
+        metavar="CHARS",
+        help="chunk overlap for folders of text files (default 200)",
+    )
+    p.add_argument(
+        "--cache-embeddings",
+        action="store_true",
+        help="encode every layer once through the on-disk embedding cache "
+        "($ESRAG_CACHE) for fresh builds and coarse-setting changes, so later "
+        "sweeps/tunes of the same corpus are free (N x layers x hidden x 4 bytes)",
+    )
+    p.add_argument(
+        "--rebuild", action="store_true", help="re-encode everything instead of updating the existing index"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -64,8 +95,12 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.update(coarse_layer=view.layer, coarse_dim=view.dim)
     if args.fine:
         out["fine_view"] = parse_view(args.fine, what="--fine")
-    for arg, name in (("transform", "transform"), ("coarse_index", "index_type"),
-                      ("shortlist", "shortlist"), ("fine_dtype", "fine_dtype")):
+    for arg, name in (
+        ("transform", "transform"),
+        ("coarse_index", "index_type"),
+        ("shortlist", "shortlist"),
+        ("fine_dtype", "fine_dtype"),
+    ):
         if getattr(args, arg) is not None:
             out[name] = getattr(args, arg)
     return out
@@ -75,9 +110,12 @@ def read_documents(args: argparse.Namespace) -> list[Any]:
     from esrag.data.corpus import CorpusSpec, read_corpus
 
     spec = CorpusSpec(
-        id_field=args.id_field, text_field=args.text_field, title_field=args.title_field or None,
+        id_field=args.id_field,
+        text_field=args.text_field,
+        title_field=args.title_field or None,
         metadata_fields=tuple(args.metadata_field) if args.metadata_field else None,
-        chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
     )
     return list(read_corpus(args.corpus, spec, args.format))
 
@@ -94,10 +132,12 @@ def run(args: argparse.Namespace) -> int:
 def summary(report: dict[str, Any]) -> str:
     cfg = report["config"]
     coarse = f"layer {cfg['coarse_layer'] or 'last'}, {cfg['coarse_dim']} dims, {cfg['transform']}"
-    head = (f"{report['action']} {report['index']}: {report['docs']} docs "
-            f"(+{report['added']} new, ~{report['updated']} changed, -{report['deleted']} deleted,"
-            f" {report['unchanged']} unchanged; {report['encoded']} encoded) in "
-            f"{report['seconds']:.1f}s")
+    head = (
+        f"{report['action']} {report['index']}: {report['docs']} docs "
+        f"(+{report['added']} new, ~{report['updated']} changed, -{report['deleted']} deleted,"
+        f" {report['unchanged']} unchanged; {report['encoded']} encoded) in "
+        f"{report['seconds']:.1f}s"
+    )
     return f"{head}\n  coarse: {coarse}, {cfg['index_type']}; shortlist {cfg['shortlist']}"
 
 
@@ -120,8 +160,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _fresh(args: argparse.Namespace, folder: Path, docs: list[Any],
-           overrides: dict[str, Any]) -> dict[str, Any]:
+def _fresh(
+    args: argparse.Namespace, folder: Path, docs: list[Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
     from esrag.cli._common import load_encoder, model_of_index
     from esrag.index import CascadeConfig, CascadeIndex
 
@@ -136,21 +177,39 @@ def _fresh(args: argparse.Namespace, folder: Path, docs: list[Any],
 
         fine = config.fine_view or encoder.default_view
         coarse_layer = config.coarse_layer or encoder.num_layers
-        layers = encode_layers(encoder, texts, [coarse_layer, fine.layer],
-                               batch_size=args.batch_size, show_progress_bar=progress_flag(args))
+        layers = encode_layers(
+            encoder,
+            texts,
+            [coarse_layer, fine.layer],
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+        )
         index = CascadeIndex.build_from_embeddings(
-            layers[coarse_layer], fine_vectors(layers[fine.layer], fine.dim), ids=ids,
-            texts=texts, metadatas=metas, config=config, embedder=encoder)
+            layers[coarse_layer],
+            fine_vectors(layers[fine.layer], fine.dim),
+            ids=ids,
+            texts=texts,
+            metadatas=metas,
+            config=config,
+            embedder=encoder,
+        )
     else:
-        index = CascadeIndex.build(encoder, texts, ids=ids, metadatas=metas, config=config,
-                                   batch_size=args.batch_size,
-                                   show_progress_bar=progress_flag(args))
+        index = CascadeIndex.build(
+            encoder,
+            texts,
+            ids=ids,
+            metadatas=metas,
+            config=config,
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+        )
     index.save(folder)
     return _report("built", folder, index, len(docs), 0, 0, 0)
 
 
-def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
-            overrides: dict[str, Any]) -> dict[str, Any]:
+def _update(
+    args: argparse.Namespace, folder: Path, docs: list[Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
     from esrag.cli._common import open_index
 
     index, encoder = open_index(folder, args.model, args.device)
@@ -158,16 +217,20 @@ def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
     fine = overrides.pop("fine_view", None)
     current_fine = config.fine_view or encoder.default_view
     if fine is not None and fine != current_fine:
-        raise CliError(f"{folder}: the index's fine view is {current_fine}, not {fine}; "
-                       "pass --rebuild to re-encode everything")
+        raise CliError(
+            f"{folder}: the index's fine view is {current_fine}, not {fine}; "
+            "pass --rebuild to re-encode everything"
+        )
     if "fine_dtype" in overrides and overrides.pop("fine_dtype") != config.fine_dtype:
-        raise CliError(f"{folder}: the fine vectors are {config.fine_dtype.value}; pass --rebuild "
-                       "to change their storage type")
+        raise CliError(
+            f"{folder}: the fine vectors are {config.fine_dtype.value}; pass --rebuild "
+            "to change their storage type"
+        )
     existing = set(index.ids())
     changed = []
     added = updated = 0
     for start in range(0, len(docs), _BATCH):
-        batch = docs[start:start + _BATCH]
+        batch = docs[start : start + _BATCH]
         stored = {d.id: d for d in index.get_by_ids([d.id for d in batch if d.id in existing])}
         for doc in batch:
             old = stored.get(doc.id)
@@ -182,9 +245,13 @@ def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
     if gone:
         index.delete(gone)
     if changed:
-        index.add([d.text for d in changed], ids=[d.id for d in changed],
-                  metadatas=[d.metadata for d in changed], batch_size=args.batch_size,
-                  show_progress_bar=progress_flag(args))
+        index.add(
+            [d.text for d in changed],
+            ids=[d.id for d in changed],
+            metadatas=[d.metadata for d in changed],
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+        )
     current = {**config.to_dict(), "coarse_layer": config.coarse_layer or encoder.num_layers}
     retune = {k: v for k, v in overrides.items() if current[k] != v}
     shortlist = retune.pop("shortlist", None)
@@ -195,10 +262,16 @@ def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
 
             layer = retune.get("coarse_layer", current["coarse_layer"])
             texts = [d.text for d in index.get_by_ids(index.ids())]
-            source = encode_layers(encoder, texts, [layer], batch_size=args.batch_size,
-                                   show_progress_bar=progress_flag(args))[layer]
-        index.reconfigure(**retune, shortlist=shortlist, coarse_source=source,
-                          batch_size=args.batch_size, show_progress_bar=progress_flag(args))
+            source = encode_layers(
+                encoder, texts, [layer], batch_size=args.batch_size, show_progress_bar=progress_flag(args)
+            )[layer]
+        index.reconfigure(
+            **retune,
+            shortlist=shortlist,
+            coarse_source=source,
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+        )
     action = "updated"
     if changed or gone or retune or shortlist is not None:
         index.save(folder)
@@ -208,10 +281,17 @@ def _update(args: argparse.Namespace, folder: Path, docs: list[Any],
     return _report(action, folder, index, added, updated, len(gone), unchanged)
 
 
-def _report(action: str, folder: Path, index: Any, added: int, updated: int, deleted: int,
-            unchanged: int) -> dict[str, Any]:
+def _report(
+    action: str, folder: Path, index: Any, added: int, updated: int, deleted: int, unchanged: int
+) -> dict[str, Any]:
     return {
-        "action": action, "index": str(folder), "docs": len(index), "added": added,
-        "updated": updated, "deleted": deleted, "unchanged": unchanged,
-        "encoded": added + updated, "config": index.config.to_dict(),
+        "action": action,
+        "index": str(folder),
+        "docs": len(index),
+        "added": added,
+        "updated": updated,
+        "deleted": deleted,
+        "unchanged": unchanged,
+        "encoded": added + updated,
+        "config": index.config.to_dict(),
     }

@@ -11,27 +11,36 @@ from esrag.cli._common import CliError, add_model_args, open_index, print_json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     add_labels_arguments(p)
-    p.add_argument("--shortlist", type=int, default=None, metavar="K",
-                   help="coarse candidates reranked (default: the index's)")
-    p.add_argument("--timing-queries", type=int, default=200, metavar="N",
-                   help="queries timed one by one for latency p50/p95 (default 200)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object with keys 'cascade' and 'fine'")
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=None,
+        metavar="K",
+        help="coarse candidates reranked (default: the index's)",
+    )
+    p.add_argument(
+        "--timing-queries",
+        type=int,
+        default=200,
+        metavar="N",
+        help="queries timed one by one for latency p50/p95 (default 200)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object with keys 'cascade' and 'fine'")
     add_model_args(p, default_help="default: the index's model")
 
 
 def add_labels_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--queries", metavar="FILE",
-                   help="queries: BEIR queries.jsonl or id<TAB>text TSV")
-    p.add_argument("--qrels", metavar="FILE", help="relevance judgments: qrels TSV "
-                   "(query-id, corpus-id, score)")
-    p.add_argument("--beir", metavar="FOLDER",
-                   help="a BEIR folder: its queries.jsonl and qrels/SPLIT.tsv")
+    p.add_argument("--queries", metavar="FILE", help="queries: BEIR queries.jsonl or id<TAB>text TSV")
+    p.add_argument(
+        "--qrels", metavar="FILE", help="relevance judgments: qrels TSV (query-id, corpus-id, score)"
+    )
+    p.add_argument("--beir", metavar="FOLDER", help="a BEIR folder: its queries.jsonl and qrels/SPLIT.tsv")
     p.add_argument("--split", default="test", help="BEIR qrels split (default test)")
 
 
-def load_labels(args: argparse.Namespace, *, required: bool = True
-                ) -> tuple[dict[str, str] | None, dict[str, dict[str, int]] | None]:
+def load_labels(
+    args: argparse.Namespace, *, required: bool = True
+) -> tuple[dict[str, str] | None, dict[str, dict[str, int]] | None]:
     """(queries, qrels) from --beir or --queries/--qrels; (None, None) when allowed absent."""
     from esrag.data.beir import load_qrels, load_queries
 
@@ -41,8 +50,7 @@ def load_labels(args: argparse.Namespace, *, required: bool = True
         folder = Path(args.beir)
         qrels_path = folder / "qrels" / f"{args.split}.tsv"
         if not qrels_path.is_file():
-            raise CliError(f"{qrels_path}: no qrels for split {args.split!r} in BEIR folder "
-                           f"{folder}")
+            raise CliError(f"{qrels_path}: no qrels for split {args.split!r} in BEIR folder {folder}")
         return load_queries(folder / "queries.jsonl"), load_qrels(qrels_path)
     if args.queries and args.qrels:
         return load_queries(args.queries), load_qrels(args.qrels)
@@ -59,8 +67,9 @@ def evaluate(args: argparse.Namespace) -> Any:
     queries, qrels = load_labels(args)
     assert queries is not None and qrels is not None
     index, _encoder = open_index(args.index, args.model, args.device)
-    return evaluate_cascade(index, queries, qrels, shortlist=args.shortlist,
-                            timing_queries=args.timing_queries)
+    return evaluate_cascade(
+        index, queries, qrels, shortlist=args.shortlist, timing_queries=args.timing_queries
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
     else:
-        print(f"{result.num_queries} queries, retention (cascade / fine-only nDCG@10) "
-              f"{result.retention:.1%}")
+        print(f"{result.num_queries} queries, retention (cascade / fine-only nDCG@10) {result.retention:.1%}")
         print(result.to_markdown())
     return 0

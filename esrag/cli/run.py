@@ -29,13 +29,18 @@ _POSITIONAL = {"build": "corpus", "search": "query", "run": "recipe"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", metavar="FILE.toml", help="pipeline recipe, e.g. "
-                   "pipelines/quickstart.toml")
-    p.add_argument("--only", metavar="STEP", action="append", choices=STEPS,
-                   help="run only these steps (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a recipe value, e.g. --set pipeline.model=models/mine "
-                   "--set sweep.target=0.95 (VALUE is read as TOML, else as a string)")
+    p.add_argument("recipe", metavar="FILE.toml", help="pipeline recipe, e.g. pipelines/quickstart.toml")
+    p.add_argument(
+        "--only", metavar="STEP", action="append", choices=STEPS, help="run only these steps (repeatable)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, e.g. --set pipeline.model=models/mine "
+        "--set sweep.target=0.95 (VALUE is read as TOML, else as a string)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
@@ -46,8 +51,9 @@ def _toml() -> Any:
         try:
             import tomli as tomllib
         except ImportError as err:
-            raise ImportError("reading pipeline recipes on Python 3.10 needs tomli: "
-                              "pip install tomli") from err
+            raise ImportError(
+                "reading pipeline recipes on Python 3.10 needs tomli: pip install tomli"
+            ) from err
     return tomllib
 
 
@@ -91,8 +97,11 @@ class _Recipe:
                 if key is None and current == section:
                     return number
                 continue
-            if key is not None and current == section and re.match(
-                    rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            if (
+                key is not None
+                and current == section
+                and re.match(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=", line)
+            ):
                 return number
         return None
 
@@ -109,8 +118,10 @@ def _expand(value: Any, recipe: _Recipe, section: str, key: str) -> Any:
     out = os.path.expandvars(value)
     missing = re.search(r"\$\{?(\w+)\}?", out)
     if missing:
-        raise CliError(f"{recipe.where(section, key)}: [{section}] {key}: environment variable "
-                       f"{missing.group(1)} is not set")
+        raise CliError(
+            f"{recipe.where(section, key)}: [{section}] {key}: environment variable "
+            f"{missing.group(1)} is not set"
+        )
     return out
 
 
@@ -125,9 +136,7 @@ def _resolve(value: Any, key: str, root: Path) -> Any:
     return value
 
 
-def _argv(
-    step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[str, Any]
-) -> list[str]:
+def _argv(step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[str, Any]) -> list[str]:
     from esrag.cli.main import build_parser
 
     parser = build_parser([step])
@@ -150,8 +159,9 @@ def _argv(
             continue
         action = actions.get(f"--{name}") or (actions.get(f"-{name}") if len(name) == 1 else None)
         if action is None:
-            raise CliError(f"{recipe.where(step, key)}: [{step}] has no option {key!r} "
-                           f"(see `esrag {step} --help`)")
+            raise CliError(
+                f"{recipe.where(step, key)}: [{step}] has no option {key!r} (see `esrag {step} --help`)"
+            )
         flag = f"-{name}" if len(name) == 1 else f"--{name}"
         if isinstance(value, bool):
             if value:
@@ -178,16 +188,20 @@ def plan(recipe: _Recipe, only: list[str] | None = None) -> list[list[str]]:
     data = recipe.data
     unknown = [name for name in data if name not in (*STEPS, "pipeline")]
     if unknown:
-        raise CliError(f"{recipe.where(unknown[0])}: unknown section [{unknown[0]}]; expected "
-                       f"[pipeline] and steps {', '.join(STEPS)}")
+        raise CliError(
+            f"{recipe.where(unknown[0])}: unknown section [{unknown[0]}]; expected "
+            f"[pipeline] and steps {', '.join(STEPS)}"
+        )
     settings = dict(data.get("pipeline", {}))
     root_value = settings.pop("root", ".")
     settings.pop("name", None)
     settings.pop("description", None)
     bad = [k for k in settings if k not in _SHARED]
     if bad:
-        raise CliError(f"{recipe.where('pipeline', bad[0])}: [pipeline] has no key {bad[0]!r} "
-                       f"(known: name, description, root, {', '.join(_SHARED)})")
+        raise CliError(
+            f"{recipe.where('pipeline', bad[0])}: [pipeline] has no key {bad[0]!r} "
+            f"(known: name, description, root, {', '.join(_SHARED)})"
+        )
     root = (recipe.path.parent / _expand(root_value, recipe, "pipeline", "root")).resolve()
     shared = {k: _resolve(_expand(v, recipe, "pipeline", k), k, root) for k, v in settings.items()}
     commands: list[list[str]] = []

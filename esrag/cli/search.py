@@ -13,12 +13,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="+", help="one or more query strings")
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("--shortlist", type=int, default=None, metavar="N",
-                   help="coarse candidates reranked (default: the index's)")
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="metadata equality filter, repeatable (AND); VALUE is JSON or a string")
-    p.add_argument("--mode", choices=("cascade", "coarse", "fine"), default="cascade",
-                   help="cascade (default), coarse stage only, or exact fine-only reference")
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=None,
+        metavar="N",
+        help="coarse candidates reranked (default: the index's)",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata equality filter, repeatable (AND); VALUE is JSON or a string",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("cascade", "coarse", "fine"),
+        default="cascade",
+        help="cascade (default), coarse stage only, or exact fine-only reference",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, default_help="default: the index's model")
 
@@ -44,14 +58,19 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
     shortlist = args.shortlist
     if shortlist is None and args.k > index.config.shortlist:
         shortlist = args.k  # a k above the index's default shortlist widens it
-    result = index.search(args.query, k=args.k, shortlist=shortlist,
-                          filter=parse_filters(args.filter), mode=args.mode)
+    result = index.search(
+        args.query, k=args.k, shortlist=shortlist, filter=parse_filters(args.filter), mode=args.mode
+    )
     out = []
     for query, ids, scores in zip(args.query, result.ids, result.scores, strict=True):
         docs = {d.id: d for d in index.get_by_ids(ids)}
         hits = [
-            {"id": i, "score": round(float(s), 6), "text": docs[i].text if i in docs else None,
-             "metadata": dict(docs[i].metadata) if i in docs else {}}
+            {
+                "id": i,
+                "score": round(float(s), 6),
+                "text": docs[i].text if i in docs else None,
+                "metadata": dict(docs[i].metadata) if i in docs else {},
+            }
             for i, s in zip(ids, scores, strict=True)
         ]
         out.append({"query": query, "hits": hits})

@@ -33,31 +33,62 @@ def _names(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)
-    p.add_argument("--output", metavar="FOLDER", default=None,
-                   help="write sweep.json, sweep.md and sweep.png here (default: runs/sweep-NAME)")
+    p.add_argument(
+        "--output",
+        metavar="FOLDER",
+        default=None,
+        help="write sweep.json, sweep.md and sweep.png here (default: runs/sweep-NAME)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     add_labels_arguments(p)
-    p.add_argument("--layers", type=_ints, metavar="L1,L2", help="coarse layers "
-                   "(default: about a third, half, and all of the model's layers)")
-    p.add_argument("--dims", type=_ints, metavar="D1,D2",
-                   help="coarse dims (default: about hidden/12, /6, /3)")
-    p.add_argument("--transforms", type=_names, default=("prefix", "pca", "adapter"),
-                   metavar="T1,T2", help="prefix,pca,adapter (default all)")
-    p.add_argument("--shortlists", type=_ints, default=(50, 100, 200), metavar="S1,S2",
-                   help="shortlist sizes (default 50,100,200)")
-    p.add_argument("--target", type=float, default=0.99,
-                   help="retention to keep for the recommendation (default 0.99)")
-    p.add_argument("--sample-queries", type=int, default=200, metavar="N",
-                   help="label-free: document-derived queries sampled (default 200)")
+    p.add_argument(
+        "--layers",
+        type=_ints,
+        metavar="L1,L2",
+        help="coarse layers (default: about a third, half, and all of the model's layers)",
+    )
+    p.add_argument(
+        "--dims", type=_ints, metavar="D1,D2", help="coarse dims (default: about hidden/12, /6, /3)"
+    )
+    p.add_argument(
+        "--transforms",
+        type=_names,
+        default=("prefix", "pca", "adapter"),
+        metavar="T1,T2",
+        help="prefix,pca,adapter (default all)",
+    )
+    p.add_argument(
+        "--shortlists",
+        type=_ints,
+        default=(50, 100, 200),
+        metavar="S1,S2",
+        help="shortlist sizes (default 50,100,200)",
+    )
+    p.add_argument(
+        "--target", type=float, default=0.99, help="retention to keep for the recommendation (default 0.99)"
+    )
+    p.add_argument(
+        "--sample-queries",
+        type=int,
+        default=200,
+        metavar="N",
+        help="label-free: document-derived queries sampled (default 200)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--timing-queries", type=int, default=50, metavar="N",
-                   help="queries timed one by one per setting (default 50)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="do not cache document embeddings on disk ($ESRAG_CACHE)")
+    p.add_argument(
+        "--timing-queries",
+        type=int,
+        default=50,
+        metavar="N",
+        help="queries timed one by one per setting (default 50)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not cache document embeddings on disk ($ESRAG_CACHE)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     add_model_args(p, default_help="default: the index's model")
@@ -71,12 +102,26 @@ def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
         raise CliError(f"--target must be a retention in (0, 1.5], got {args.target}")
     queries, qrels = load_labels(args, required=False)
     default = SweepGrid.default(encoder.num_layers, encoder.hidden_size)
-    grid = SweepGrid(args.layers or default.layers, args.dims or default.dims,
-                     tuple(args.transforms), tuple(args.shortlists))
-    return sweep_index(index, encoder, queries=queries, qrels=qrels, grid=grid,
-                       target=args.target, sample_queries=args.sample_queries, seed=args.seed,
-                       timing_queries=args.timing_queries, cache=not args.no_cache,
-                       batch_size=args.batch_size, show_progress_bar=progress_flag(args))
+    grid = SweepGrid(
+        args.layers or default.layers,
+        args.dims or default.dims,
+        tuple(args.transforms),
+        tuple(args.shortlists),
+    )
+    return sweep_index(
+        index,
+        encoder,
+        queries=queries,
+        qrels=qrels,
+        grid=grid,
+        target=args.target,
+        sample_queries=args.sample_queries,
+        seed=args.seed,
+        timing_queries=args.timing_queries,
+        cache=not args.no_cache,
+        batch_size=args.batch_size,
+        show_progress_bar=progress_flag(args),
+    )
 
 
 def write_outputs(result: Any, folder: Path, *, plot: bool) -> list[Path]:
@@ -85,8 +130,7 @@ def write_outputs(result: Any, folder: Path, *, plot: bool) -> list[Path]:
     from esrag._io import atomic_write_bytes, atomic_write_json
 
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "sweep.json", json.loads(json.dumps(result.to_json(),
-                                                                   default=str)))
+    atomic_write_json(folder / "sweep.json", json.loads(json.dumps(result.to_json(), default=str)))
     atomic_write_bytes(folder / "sweep.md", (result.to_markdown() + "\n").encode("utf-8"))
     written = [folder / "sweep.json", folder / "sweep.md"]
     if plot:

@@ -10,8 +10,9 @@ from esrag.cli.sweep import add_sweep_arguments, sweep_from_args, write_outputs
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)
-    p.add_argument("--output", metavar="FOLDER", default=None,
-                   help="also write sweep.json / sweep.md / sweep.png here")
+    p.add_argument(
+        "--output", metavar="FOLDER", default=None, help="also write sweep.json / sweep.md / sweep.png here"
+    )
     p.add_argument("--dry-run", action="store_true", help="recommend only; leave the index as is")
 
 

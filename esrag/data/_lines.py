@@ -28,8 +28,10 @@ def iter_text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(
-                    path, number, f"not valid UTF-8 (byte {err.start} of the line: "
-                    f"{raw[err.start:err.start + 1]!r}); re-encode the file as UTF-8"
+                    path,
+                    number,
+                    f"not valid UTF-8 (byte {err.start} of the line: "
+                    f"{raw[err.start : err.start + 1]!r}); re-encode the file as UTF-8",
                 ) from None
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
@@ -49,9 +51,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DataError(
-                path, number, f"invalid JSON at column {err.colno}: {err.msg}"
-            ) from None
+            raise DataError(path, number, f"invalid JSON at column {err.colno}: {err.msg}") from None
         if not isinstance(obj, dict):
             raise DataError(path, number, f"expected a JSON object, got {type(obj).__name__}")
         seen = True

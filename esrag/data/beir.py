@@ -91,8 +91,9 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     first: dict[str, int] = {}
     for qid, text, number in _iter_queries(path):
         if qid in first:
-            raise DataError(path, number, f"duplicate query id {qid!r} (first on line "
-                            f"{first[qid]})", field="_id")
+            raise DataError(
+                path, number, f"duplicate query id {qid!r} (first on line {first[qid]})", field="_id"
+            )
         first[qid] = number
         queries[qid] = text
     return queries
@@ -131,8 +132,11 @@ def load_qrels(path: str | os.PathLike[str]) -> Qrels:
         if len(parts) == 4:  # TREC layout: qid iteration docid rel
             parts = [parts[0], parts[2], parts[3]]
         if len(parts) != 3:
-            raise DataError(path, number, f"expected 3 tab-separated columns (query-id, "
-                            f"corpus-id, score), got {len(parts)}: {line!r}")
+            raise DataError(
+                path,
+                number,
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}: {line!r}",
+            )
         qid, docid, score = (p.strip() for p in parts)
         if number == 1 and not _is_int(score):
             continue  # header line
@@ -170,12 +174,12 @@ def load_beir(folder: str | os.PathLike[str], split: str = "test") -> BeirDatase
     qrels = load_qrels(qrels_path)
     missing = [qid for qid in qrels if qid not in all_queries]
     if missing:
-        raise DataError(qrels_path, None, f"{len(missing)} judged query ids are not in "
-                        f"queries.jsonl, e.g. {missing[0]!r}")
+        raise DataError(
+            qrels_path, None, f"{len(missing)} judged query ids are not in queries.jsonl, e.g. {missing[0]!r}"
+        )
     unknown = sum(1 for judged in qrels.values() for d in judged if d not in corpus)
     if unknown:
-        log.warning("%s: %d judgments point at documents missing from the corpus",
-                    qrels_path, unknown)
+        log.warning("%s: %d judgments point at documents missing from the corpus", qrels_path, unknown)
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     log.info("loaded %s split %s: %d docs, %d queries", folder, split, len(corpus), len(queries))
     return BeirDataset(folder, split, corpus, queries, qrels)

@@ -19,8 +19,7 @@ def chunk_text(text: str, size: int = 1000, overlap: int = 200) -> list[str]:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"chunk size must be a positive int, got {size!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
-        raise ValueError(f"chunk overlap must be an int in 0..{size - 1} (below the size), "
-                         f"got {overlap!r}")
+        raise ValueError(f"chunk overlap must be an int in 0..{size - 1} (below the size), got {overlap!r}")
     words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
     chunks: list[str] = []
     first = 0
@@ -29,7 +28,7 @@ def chunk_text(text: str, size: int = 1000, overlap: int = 200) -> list[str]:
         start = words[first][0]
         while last + 1 < len(words) and words[last + 1][1] - start <= size:
             last += 1
-        chunks.append(text[start:words[last][1]])
+        chunks.append(text[start : words[last][1]])
         if last + 1 >= len(words):
             break
         # next chunk starts at the earliest word that still lies within the overlap window

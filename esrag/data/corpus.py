@@ -69,9 +69,13 @@ class CorpusSpec:
 
 
 _SUFFIXES = {
-    ".jsonl": CorpusFormat.JSONL, ".ndjson": CorpusFormat.JSONL, ".json": CorpusFormat.JSONL,
-    ".csv": CorpusFormat.CSV, ".tsv": CorpusFormat.TSV,
-    ".parquet": CorpusFormat.PARQUET, ".pq": CorpusFormat.PARQUET,
+    ".jsonl": CorpusFormat.JSONL,
+    ".ndjson": CorpusFormat.JSONL,
+    ".json": CorpusFormat.JSONL,
+    ".csv": CorpusFormat.CSV,
+    ".tsv": CorpusFormat.TSV,
+    ".parquet": CorpusFormat.PARQUET,
+    ".pq": CorpusFormat.PARQUET,
 }
 
 
@@ -84,8 +88,10 @@ def detect_format(path: str | os.PathLike[str]) -> CorpusFormat:
         raise FileNotFoundError(f"{path}: no such file or folder")
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown corpus format {path.suffix!r}; expected a folder or "
-                         f"one of {', '.join(sorted(_SUFFIXES))} (or pass the format)")
+        raise ValueError(
+            f"{path}: unknown corpus format {path.suffix!r}; expected a folder or "
+            f"one of {', '.join(sorted(_SUFFIXES))} (or pass the format)"
+        )
     return fmt
 
 
@@ -99,8 +105,11 @@ def read_corpus(
     path = Path(path)
     fmt = CorpusFormat(fmt) if fmt is not None else detect_format(path)
     readers = {
-        CorpusFormat.JSONL: _read_jsonl, CorpusFormat.CSV: _read_csv, CorpusFormat.TSV: _read_csv,
-        CorpusFormat.PARQUET: _read_parquet, CorpusFormat.FOLDER: _read_folder,
+        CorpusFormat.JSONL: _read_jsonl,
+        CorpusFormat.CSV: _read_csv,
+        CorpusFormat.TSV: _read_csv,
+        CorpusFormat.PARQUET: _read_parquet,
+        CorpusFormat.FOLDER: _read_folder,
         CorpusFormat.BEIR: _read_beir,
     }
     seen: dict[str, str] = {}
@@ -110,9 +119,12 @@ def read_corpus(
             continue
         if doc.id in seen:
             file, _, line = doc.source.rpartition(":")
-            raise DataError(file or path, int(line) if line.isdigit() else None,
-                            f"duplicate id {doc.id!r} (first at {seen[doc.id]})",
-                            field=spec.id_field or "id")
+            raise DataError(
+                file or path,
+                int(line) if line.isdigit() else None,
+                f"duplicate id {doc.id!r} (first at {seen[doc.id]})",
+                field=spec.id_field or "id",
+            )
         seen[doc.id] = doc.source
         count += 1
         yield doc
@@ -120,30 +132,33 @@ def read_corpus(
         raise DataError(path, None, "the corpus has no documents")
 
 
-def _record_to_doc(
-    rec: dict[str, Any], spec: CorpusSpec, path: Path, line: int
-) -> Document | None:
+def _record_to_doc(rec: dict[str, Any], spec: CorpusSpec, path: Path, line: int) -> Document | None:
     id_field = spec.id_field or ("id" if "id" in rec or "_id" not in rec else "_id")
     raw_id = rec.get(id_field)
     if raw_id is None or raw_id == "":
         keys = ", ".join(sorted(map(str, rec))) or "none"
-        raise DataError(path, line, f"missing (the record has: {keys}); choose the id field "
-                        "with --id-field", field=id_field)
+        raise DataError(
+            path,
+            line,
+            f"missing (the record has: {keys}); choose the id field with --id-field",
+            field=id_field,
+        )
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-        raise DataError(path, line, f"expected a string or int, got {type(raw_id).__name__}",
-                        field=id_field)
+        raise DataError(path, line, f"expected a string or int, got {type(raw_id).__name__}", field=id_field)
     text = rec.get(spec.text_field)
     if text is None:
         keys = ", ".join(sorted(map(str, rec))) or "none"
-        raise DataError(path, line, f"missing (the record has: {keys}); choose the text field "
-                        "with --text-field", field=spec.text_field)
+        raise DataError(
+            path,
+            line,
+            f"missing (the record has: {keys}); choose the text field with --text-field",
+            field=spec.text_field,
+        )
     if not isinstance(text, str):
-        raise DataError(path, line, f"expected a string, got {type(text).__name__}",
-                        field=spec.text_field)
+        raise DataError(path, line, f"expected a string, got {type(text).__name__}", field=spec.text_field)
     title = rec.get(spec.title_field) if spec.title_field else None
     if title is not None and not isinstance(title, str):
-        raise DataError(path, line, f"expected a string, got {type(title).__name__}",
-                        field=spec.title_field)
+        raise DataError(path, line, f"expected a string, got {type(title).__name__}", field=spec.title_field)
     full = doc_text(title or "", text)
     if not full:
         log.warning("%s:%d: empty text, document %r skipped", path, line, raw_id)
@@ -174,8 +189,9 @@ def _metadata(
 def _scalar(value: Any, name: str, path: Path, line: int) -> Scalar:
     if isinstance(value, str | int | float | bool):
         return value
-    raise DataError(path, line, f"metadata must be a string, number or bool, got "
-                    f"{type(value).__name__}", field=name)
+    raise DataError(
+        path, line, f"metadata must be a string, number or bool, got {type(value).__name__}", field=name
+    )
 
 
 def _read_jsonl(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
@@ -201,17 +217,14 @@ def _read_csv(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Docum
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise DataError(path, line, f"expected {len(header)} columns like the header, "
-                            f"got {len(row)}")
+            raise DataError(path, line, f"expected {len(header)} columns like the header, got {len(row)}")
         rec: dict[str, Any] = dict(zip(header, row, strict=True))
         yield _record_to_doc(rec, spec, path, line)
     if header is None:
         raise DataError(path, None, "the file is empty (no header row)")
 
 
-def _read_parquet(
-    path: Path, spec: CorpusSpec, fmt: CorpusFormat
-) -> Iterator[Document | None]:
+def _read_parquet(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
     try:
         import pyarrow.parquet as pq
     except ImportError as err:  # pragma: no cover - pyarrow ships with datasets
@@ -223,8 +236,7 @@ def _read_parquet(
     columns = handle.schema_arrow.names
     for name in (spec.text_field,):
         if name not in columns:
-            raise DataError(path, None, f"no such column (columns: {', '.join(columns)})",
-                            field=name)
+            raise DataError(path, None, f"no such column (columns: {', '.join(columns)})", field=name)
     row = 0
     for batch in handle.iter_batches(batch_size=1024):
         for rec in batch.to_pylist():
@@ -235,15 +247,21 @@ def _read_parquet(
 def _read_beir(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
     corpus = path / "corpus.jsonl"
     for line, rec in iter_jsonl(corpus):
-        beir_spec = CorpusSpec(id_field="_id", text_field="text", title_field="title",
-                               metadata_fields=spec.metadata_fields)
+        beir_spec = CorpusSpec(
+            id_field="_id", text_field="text", title_field="title", metadata_fields=spec.metadata_fields
+        )
         yield _record_to_doc(rec, beir_spec, corpus, line)
 
 
 def _iter_files(root: Path, extensions: Sequence[str]) -> Iterable[Path]:
     exts = {e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in exts
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def _read_folder(root: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document]:

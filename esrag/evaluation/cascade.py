@@ -89,19 +89,20 @@ def run_mode(
 ) -> tuple[dict[str, list[str]], list[float]]:
     """Batched search for the run, then single-query searches timed (milliseconds, one
     FAISS thread)."""
-    result = index.search_embeddings(coarse_q, fine_q, k=k, shortlist=shortlist,
-                                     filter=filter, mode=mode)
+    result = index.search_embeddings(coarse_q, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
     run = {qid: list(ids) for qid, ids in zip(qids, result.ids, strict=True)}
     latencies: list[float] = []
     n = min(timing_queries, len(qids))
     with _single_thread():
         if n:
-            index.search_embeddings(coarse_q[:1], fine_q[:1], k=k, shortlist=shortlist,
-                                    filter=filter, mode=mode)  # warm-up
+            index.search_embeddings(
+                coarse_q[:1], fine_q[:1], k=k, shortlist=shortlist, filter=filter, mode=mode
+            )  # warm-up
         for i in range(n):
             start = time.perf_counter()
-            index.search_embeddings(coarse_q[i:i + 1], fine_q[i:i + 1], k=k,
-                                    shortlist=shortlist, filter=filter, mode=mode)
+            index.search_embeddings(
+                coarse_q[i : i + 1], fine_q[i : i + 1], k=k, shortlist=shortlist, filter=filter, mode=mode
+            )
             latencies.append((time.perf_counter() - start) * 1000.0)
     return run, latencies
 
@@ -150,8 +151,17 @@ def evaluate_cascade(
     if n_docs == 0:
         raise ValueError("the index is empty")
     coarse_q, fine_q = index.encode_queries([queries[q] for q in qids])
-    return evaluate_encoded(index, coarse_q, fine_q, qids, qrels, shortlist=shortlist,
-                            metrics=metrics, timing_queries=timing_queries, filter=filter)
+    return evaluate_encoded(
+        index,
+        coarse_q,
+        fine_q,
+        qids,
+        qrels,
+        shortlist=shortlist,
+        metrics=metrics,
+        timing_queries=timing_queries,
+        filter=filter,
+    )
 
 
 def evaluate_encoded(
@@ -173,12 +183,21 @@ def evaluate_encoded(
     stages: dict[str, StageResult] = {}
     for mode in ("cascade", "fine"):
         k = min(depth, n_docs, shortlist if mode == "cascade" else n_docs)
-        run, lat = run_mode(index, coarse_q, fine_q, qids, mode=mode, k=k,
-                            shortlist=shortlist if mode == "cascade" else max(k, 1),
-                            timing_queries=timing_queries, filter=filter)
+        run, lat = run_mode(
+            index,
+            coarse_q,
+            fine_q,
+            qids,
+            mode=mode,
+            k=k,
+            shortlist=shortlist if mode == "cascade" else max(k, 1),
+            timing_queries=timing_queries,
+            filter=filter,
+        )
         settings = _settings(index, mode, shortlist, k)
-        stages[mode] = StageResult(mode, evaluate_run(run, qrels, metrics),
-                                   _percentile(lat, 50), _percentile(lat, 95), settings)
+        stages[mode] = StageResult(
+            mode, evaluate_run(run, qrels, metrics), _percentile(lat, 50), _percentile(lat, 95), settings
+        )
         log.info("%s: %s", mode, stages[mode].metrics)
     return CascadeEvaluation(stages["cascade"], stages["fine"], len(qids))
 
@@ -187,14 +206,20 @@ def _settings(index: Any, mode: str, shortlist: int, k: int) -> dict[str, Any]:
     config = index.config
     embedder = getattr(index, "embedder", None)
     fine_view = config.fine_view or getattr(embedder, "default_view", None)
-    out: dict[str, Any] = {"mode": mode, "k": k, "num_docs": len(index),
-                           "fine_view": str(fine_view) if fine_view is not None else None}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "k": k,
+        "num_docs": len(index),
+        "fine_view": str(fine_view) if fine_view is not None else None,
+    }
     if mode == "cascade":
-        out.update({
-            "shortlist": shortlist,
-            "coarse_layer": config.coarse_layer or getattr(embedder, "num_layers", None),
-            "coarse_dim": getattr(index, "coarse_dim", None) or config.coarse_dim,
-            "transform": config.transform.value,
-            "index_type": config.index_type,
-        })
+        out.update(
+            {
+                "shortlist": shortlist,
+                "coarse_layer": config.coarse_layer or getattr(embedder, "num_layers", None),
+                "coarse_dim": getattr(index, "coarse_dim", None) or config.coarse_dim,
+                "transform": config.transform.value,
+                "index_type": config.index_type,
+            }
+        )
     return out

@@ -29,7 +29,12 @@ def transform_flops(transform: str, source_dim: int, dim: int) -> float:
 
 
 def coarse_flops(
-    index_type: str, n_docs: int, dim: int, *, shortlist: int, nprobe: int = 16,
+    index_type: str,
+    n_docs: int,
+    dim: int,
+    *,
+    shortlist: int,
+    nprobe: int = 16,
     ef_search: int = 128,
 ) -> float:
     """Estimated FLOPs of one coarse search returning ``shortlist`` candidates."""
@@ -57,14 +62,23 @@ def fine_flops(n_docs: int, fine_dim: int) -> float:
 
 
 def cascade_flops(
-    *, index_type: str, n_docs: int, transform: str, source_dim: int, coarse_dim: int,
-    fine_dim: int, shortlist: int, nprobe: int = 16, ef_search: int = 128,
+    *,
+    index_type: str,
+    n_docs: int,
+    transform: str,
+    source_dim: int,
+    coarse_dim: int,
+    fine_dim: int,
+    shortlist: int,
+    nprobe: int = 16,
+    ef_search: int = 128,
 ) -> float:
     """Transform + coarse search + exact rerank of the shortlist."""
     shortlist = min(shortlist, n_docs)
     return (
         transform_flops(transform, source_dim, coarse_dim)
-        + coarse_flops(index_type, n_docs, coarse_dim, shortlist=shortlist, nprobe=nprobe,
-                       ef_search=ef_search)
+        + coarse_flops(
+            index_type, n_docs, coarse_dim, shortlist=shortlist, nprobe=nprobe, ef_search=ef_search
+        )
         + 2.0 * shortlist * fine_dim
     )

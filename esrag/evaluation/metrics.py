@@ -65,8 +65,7 @@ def _queries(qrels: Qrels) -> list[str]:
 
 def _ndcg(docs: list[str], judged: Mapping[str, int], k: int) -> float:
     dcg = sum(
-        judged.get(d, 0) / math.log2(rank + 2) for rank, d in enumerate(docs[:k])
-        if judged.get(d, 0) > 0
+        judged.get(d, 0) / math.log2(rank + 2) for rank, d in enumerate(docs[:k]) if judged.get(d, 0) > 0
     )
     ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:k]
     idcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(ideal))
@@ -91,10 +90,7 @@ _FUNCS = {"ndcg": _ndcg, "recall": _recall, "mrr": _mrr}
 def _per_query(name: str, run: Run, qrels: Qrels, k: int) -> dict[str, float]:
     _check_k(k)
     func = _FUNCS[name]
-    return {
-        qid: func(_ranked(qid, run[qid]) if qid in run else [], qrels[qid], k)
-        for qid in _queries(qrels)
-    }
+    return {qid: func(_ranked(qid, run[qid]) if qid in run else [], qrels[qid], k) for qid in _queries(qrels)}
 
 
 def _mean(values: dict[str, float]) -> float:
@@ -102,26 +98,20 @@ def _mean(values: dict[str, float]) -> float:
 
 
 @overload
-def ndcg_at_k(run: Run, qrels: Qrels, k: int = ..., *,
-              per_query: Literal[False] = ...) -> float: ...
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[False] = ...) -> float: ...
 @overload
-def ndcg_at_k(run: Run, qrels: Qrels, k: int = ..., *,
-              per_query: Literal[True]) -> dict[str, float]: ...
-def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10, *,
-              per_query: bool = False) -> float | dict[str, float]:
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[True]) -> dict[str, float]: ...
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10, *, per_query: bool = False) -> float | dict[str, float]:
     """Mean nDCG@k over judged queries (or ``{qid: nDCG@k}`` with ``per_query=True``)."""
     values = _per_query("ndcg", run, qrels, k)
     return values if per_query else _mean(values)
 
 
 @overload
-def recall_at_k(run: Run, qrels: Qrels, k: int = ..., *,
-                per_query: Literal[False] = ...) -> float: ...
+def recall_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[False] = ...) -> float: ...
 @overload
-def recall_at_k(run: Run, qrels: Qrels, k: int = ..., *,
-                per_query: Literal[True]) -> dict[str, float]: ...
-def recall_at_k(run: Run, qrels: Qrels, k: int = 10, *,
-                per_query: bool = False) -> float | dict[str, float]:
+def recall_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[True]) -> dict[str, float]: ...
+def recall_at_k(run: Run, qrels: Qrels, k: int = 10, *, per_query: bool = False) -> float | dict[str, float]:
     """Mean recall@k: the share of a query's relevant documents found in its top k."""
     values = _per_query("recall", run, qrels, k)
     return values if per_query else _mean(values)
@@ -130,10 +120,8 @@ def recall_at_k(run: Run, qrels: Qrels, k: int = 10, *,
 @overload
 def mrr_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[False] = ...) -> float: ...
 @overload
-def mrr_at_k(run: Run, qrels: Qrels, k: int = ..., *,
-             per_query: Literal[True]) -> dict[str, float]: ...
-def mrr_at_k(run: Run, qrels: Qrels, k: int = 10, *,
-             per_query: bool = False) -> float | dict[str, float]:
+def mrr_at_k(run: Run, qrels: Qrels, k: int = ..., *, per_query: Literal[True]) -> dict[str, float]: ...
+def mrr_at_k(run: Run, qrels: Qrels, k: int = 10, *, per_query: bool = False) -> float | dict[str, float]:
     """Mean reciprocal rank of the first relevant document within the top k (0 if none)."""
     values = _per_query("mrr", run, qrels, k)
     return values if per_query else _mean(values)
@@ -153,12 +141,8 @@ def parse_metric(name: str) -> tuple[str, int]:
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
-def evaluate_run(
-    run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS
-) -> dict[str, float]:
+def evaluate_run(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
     """Mean of each named metric, e.g. ``{"ndcg@10": 0.64, "recall@100": 0.92}``."""
     parsed = [parse_metric(m) for m in metrics]
     ranked = {qid: _ranked(qid, docs) for qid, docs in run.items()}
-    return {
-        f"{name}@{k}": _mean(_per_query(name, ranked, qrels, k)) for name, k in parsed
-    }
+    return {f"{name}@{k}": _mean(_per_query(name, ranked, qrels, k)) for name, k in parsed}

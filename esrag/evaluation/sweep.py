@@ -126,8 +126,10 @@ class SweepResult:
             )
         lines.append("")
         if front_only and len(shown) < len(self.points):
-            lines.append(f"({len(shown)} of {len(self.points)} settings shown: the Pareto front "
-                         "● and the recommendation ★.)")
+            lines.append(
+                f"({len(shown)} of {len(self.points)} settings shown: the Pareto front "
+                "● and the recommendation ★.)"
+            )
         skipped = self.settings.get("skipped") or []
         if skipped:
             lines.append(f"Skipped {len(skipped)} setting(s): {'; '.join(skipped)}.")
@@ -137,13 +139,17 @@ class SweepResult:
     def recommendation_text(self) -> str:
         if self.recommended is None:
             best = max(self.points, key=lambda p: p.retention)
-            return (f"No setting keeps {self.target:.1%} of the reference; the best is "
-                    f"{best.label} at {best.retention:.1%}.")
+            return (
+                f"No setting keeps {self.target:.1%} of the reference; the best is "
+                f"{best.label} at {best.retention:.1%}."
+            )
         p = self.recommended
-        return (f"Recommended (cheapest keeping ≥ {self.target:.1%}): coarse layer {p.layer}, "
-                f"{p.dim} dims, {p.transform}, shortlist {p.shortlist} — retention "
-                f"{p.retention:.1%} at {p.flops_per_query / self.reference['flops_per_query']:.1%}"
-                " of the fine-only FLOPs.")
+        return (
+            f"Recommended (cheapest keeping ≥ {self.target:.1%}): coarse layer {p.layer}, "
+            f"{p.dim} dims, {p.transform}, shortlist {p.shortlist} — retention "
+            f"{p.retention:.1%} at {p.flops_per_query / self.reference['flops_per_query']:.1%}"
+            " of the fine-only FLOPs."
+        )
 
 
 def pareto_front(points: Sequence[SweepPoint], cost: str = "flops") -> set[int]:
@@ -152,8 +158,7 @@ def pareto_front(points: Sequence[SweepPoint], cost: str = "flops") -> set[int]:
     front: set[int] = set()
     for i, p in enumerate(points):
         dominated = any(
-            key(q) <= key(p) and q.retention >= p.retention
-            and (key(q) < key(p) or q.retention > p.retention)
+            key(q) <= key(p) and q.retention >= p.retention and (key(q) < key(p) or q.retention > p.retention)
             for q in points
         )
         if not dominated:
@@ -188,12 +193,27 @@ def run_sweep(
     fine_q = fine_vectors(query_layers[fine_layer], fine_dim)
     k = min(10, n_docs)
     ref_index = CascadeIndex.build_from_embeddings(
-        doc_layers[fine_layer], fine_docs, ids=list(doc_ids),
-        config=base.replace(coarse_layer=fine_layer, fine_view=fine_view, transform="prefix",
-                            coarse_dim=min(base.coarse_dim, hidden), index_type="Flat"),
+        doc_layers[fine_layer],
+        fine_docs,
+        ids=list(doc_ids),
+        config=base.replace(
+            coarse_layer=fine_layer,
+            fine_view=fine_view,
+            transform="prefix",
+            coarse_dim=min(base.coarse_dim, hidden),
+            index_type="Flat",
+        ),
     )
-    ref_run, ref_lat = run_mode(ref_index, query_layers[fine_layer], fine_q, qids, mode="fine",
-                                k=k, shortlist=k, timing_queries=timing_queries)
+    ref_run, ref_lat = run_mode(
+        ref_index,
+        query_layers[fine_layer],
+        fine_q,
+        qids,
+        mode="fine",
+        k=k,
+        shortlist=k,
+        timing_queries=timing_queries,
+    )
     if qrels is None:
         name = f"overlap@{k}"
         judged: Qrels = {q: dict.fromkeys(ids, 1) for q, ids in ref_run.items() if ids}
@@ -203,10 +223,14 @@ def run_sweep(
         judged = qrels
     ref_quality = evaluate_run(ref_run, judged, [metric])[metric]
     reference = {
-        "quality": ref_quality, "fine_view": f"{fine_layer}:{fine_dim}",
-        "latency_ms_p50": _percentile(ref_lat, 50), "latency_ms_p95": _percentile(ref_lat, 95),
-        "flops_per_query": fine_flops(n_docs, fine_dim), "num_queries": len(qids),
-        "num_docs": n_docs, "label_free": qrels is None,
+        "quality": ref_quality,
+        "fine_view": f"{fine_layer}:{fine_dim}",
+        "latency_ms_p50": _percentile(ref_lat, 50),
+        "latency_ms_p95": _percentile(ref_lat, 95),
+        "flops_per_query": fine_flops(n_docs, fine_dim),
+        "num_queries": len(qids),
+        "num_docs": n_docs,
+        "label_free": qrels is None,
     }
     combos = [(la, d, t) for la in grid.layers for d in grid.dims for t in grid.transforms]
     points: list[SweepPoint] = []
@@ -216,28 +240,51 @@ def run_sweep(
         if transform != "prefix" and fit_docs < 2 * dim:
             skipped.append(f"{layer}:{dim} {transform} (needs {2 * dim} docs to fit)")
             continue
-        config = base.replace(coarse_layer=layer, coarse_dim=dim, transform=transform,
-                              fine_view=fine_view)
-        index = CascadeIndex.build_from_embeddings(doc_layers[layer], fine_docs,
-                                                   ids=list(doc_ids), config=config)
+        config = base.replace(coarse_layer=layer, coarse_dim=dim, transform=transform, fine_view=fine_view)
+        index = CascadeIndex.build_from_embeddings(
+            doc_layers[layer], fine_docs, ids=list(doc_ids), config=config
+        )
         actual = index.transform.kind.value if index.transform is not None else transform
         if actual != transform:
             skipped.append(f"{layer}:{dim} {transform} (the index used {actual})")
             continue
         for shortlist in grid.shortlists:
             size = min(max(shortlist, k), n_docs)
-            run, lat = run_mode(index, query_layers[layer], fine_q, qids, mode="cascade", k=k,
-                                shortlist=size, timing_queries=timing_queries)
+            run, lat = run_mode(
+                index,
+                query_layers[layer],
+                fine_q,
+                qids,
+                mode="cascade",
+                k=k,
+                shortlist=size,
+                timing_queries=timing_queries,
+            )
             quality = evaluate_run(run, judged, [metric])[metric]
             extra = evaluate_run(run, judged, ["recall@10", "mrr@10"]) if qrels else {}
-            points.append(SweepPoint(
-                layer, dim, transform, shortlist, quality,
-                quality / ref_quality if ref_quality > 0 else 0.0, _percentile(lat, 50),
-                cascade_flops(index_type=config.index_type, n_docs=n_docs, transform=transform,
-                              source_dim=hidden, coarse_dim=min(dim, hidden), fine_dim=fine_dim,
-                              shortlist=size, nprobe=config.nprobe, ef_search=config.ef_search),
-                {metric if qrels else name: quality, **extra},
-            ))
+            points.append(
+                SweepPoint(
+                    layer,
+                    dim,
+                    transform,
+                    shortlist,
+                    quality,
+                    quality / ref_quality if ref_quality > 0 else 0.0,
+                    _percentile(lat, 50),
+                    cascade_flops(
+                        index_type=config.index_type,
+                        n_docs=n_docs,
+                        transform=transform,
+                        source_dim=hidden,
+                        coarse_dim=min(dim, hidden),
+                        fine_dim=fine_dim,
+                        shortlist=size,
+                        nprobe=config.nprobe,
+                        ef_search=config.ef_search,
+                    ),
+                    {metric if qrels else name: quality, **extra},
+                )
+            )
     front = pareto_front(points)
     points = [_with(p, pareto=i in front) for i, p in enumerate(points)]
     keep = [p for p in points if p.retention >= target]
@@ -246,8 +293,13 @@ def run_sweep(
         raise ValueError(f"no sweep setting could be evaluated; skipped: {'; '.join(skipped)}")
     if skipped:
         log.info("skipped %d settings: %s", len(skipped), "; ".join(skipped))
-    settings = {"grid": asdict(grid), "index_type": base.index_type, "k": k,
-                "timing_queries": min(timing_queries, len(qids)), "skipped": skipped}
+    settings = {
+        "grid": asdict(grid),
+        "index_type": base.index_type,
+        "k": k,
+        "timing_queries": min(timing_queries, len(qids)),
+        "skipped": skipped,
+    }
     return SweepResult(points, reference, name, target, recommended, settings)
 
 

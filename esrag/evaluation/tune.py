@@ -49,20 +49,27 @@ def sweep_index(
             raise ValueError("no query has judgments in the qrels (do the query ids match?)")
         qtexts = [queries[q] for q in qids]
     else:
-        qtexts = list(queries.values()) if queries else sample_doc_queries(
-            texts, sample_queries, seed=seed)
+        qtexts = list(queries.values()) if queries else sample_doc_queries(texts, sample_queries, seed=seed)
         qids = [f"q{i}" for i in range(len(qtexts))]
     grid = grid or SweepGrid.default(encoder.num_layers, encoder.hidden_size)
     fine_view = index.config.fine_view or encoder.default_view
     layers = sorted({*grid.layers, fine_view.layer})
     log.info("encoding %d documents and %d queries at layers %s", len(texts), len(qtexts), layers)
-    doc_layers = encode_layers(encoder, texts, layers, cache=cache, batch_size=batch_size,
-                               show_progress_bar=show_progress_bar)
+    doc_layers = encode_layers(
+        encoder, texts, layers, cache=cache, batch_size=batch_size, show_progress_bar=show_progress_bar
+    )
     query_layers = encode_layers(encoder, qtexts, layers, cache=False, batch_size=batch_size)
     result = run_sweep(
-        doc_layers, query_layers, doc_ids=ids, qids=qids,
-        fine_view=(fine_view.layer, fine_view.dim), grid=grid, qrels=qrels,
-        base_config=index.config, target=target, timing_queries=timing_queries,
+        doc_layers,
+        query_layers,
+        doc_ids=ids,
+        qids=qids,
+        fine_view=(fine_view.layer, fine_view.dim),
+        grid=grid,
+        qrels=qrels,
+        base_config=index.config,
+        target=target,
+        timing_queries=timing_queries,
         show_progress_bar=show_progress_bar,
     )
     return result, doc_layers
@@ -78,8 +85,13 @@ def apply_recommendation(index: Any, result: SweepResult, doc_layers: dict[int, 
     if rec is None:
         log.warning("%s", result.recommendation_text())
         return False
-    index.reconfigure(coarse_layer=rec.layer, coarse_dim=rec.dim, transform=rec.transform,
-                      shortlist=rec.shortlist, coarse_source=doc_layers[rec.layer])
+    index.reconfigure(
+        coarse_layer=rec.layer,
+        coarse_dim=rec.dim,
+        transform=rec.transform,
+        shortlist=rec.shortlist,
+        coarse_source=doc_layers[rec.layer],
+    )
     return True
 
 

@@ -30,17 +30,18 @@ def encode_layers(
     (keyed by model and texts, so a second evaluation of the same corpus is free);
     otherwise one uncached forward pass gives the asked layers.
     """
-    wanted = sorted(set(layers)) if layers is not None else list(
-        range(1, encoder.num_layers + 1))
+    wanted = sorted(set(layers)) if layers is not None else list(range(1, encoder.num_layers + 1))
     if cache:
         from esrag.encoder.cache import encode_cached
 
-        stacked = encode_cached(encoder, list(texts), None, batch_size=batch_size,
-                                show_progress_bar=show_progress_bar)
+        stacked = encode_cached(
+            encoder, list(texts), None, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
         return {layer: np.ascontiguousarray(stacked[:, layer - 1, :]) for layer in wanted}
     views = [(layer, encoder.hidden_size) for layer in wanted]
-    arrays = encoder.encode(list(texts), views=views, batch_size=batch_size,
-                            show_progress_bar=show_progress_bar)
+    arrays = encoder.encode(
+        list(texts), views=views, batch_size=batch_size, show_progress_bar=show_progress_bar
+    )
     return dict(zip(wanted, arrays, strict=True))
 
 
@@ -83,5 +84,5 @@ def sample_doc_queries(
             continue
         length = rng.randint(min_words, min(max_words, len(words)))
         start = rng.randint(0, len(words) - length)
-        queries.append(" ".join(words[start:start + length]))
+        queries.append(" ".join(words[start : start + length]))
     return queries

@@ -49,8 +49,7 @@ class EspressoEmbeddings(Embeddings):
         self.query_view = self._view(query_view, "query_view", *shape)
         if self.document_view.dim != self.query_view.dim:
             raise ValueError(
-                f"document_view {self.document_view} and query_view {self.query_view} must have "
-                "the same dim"
+                f"document_view {self.document_view} and query_view {self.query_view} must have the same dim"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

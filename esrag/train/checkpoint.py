@@ -65,8 +65,7 @@ def latest_checkpoint(root: Path) -> Path | None:
     return step_folder(root, steps[-1]) if steps else None
 
 
-def write_checkpoint(folder: Path, encoder: Any, tensors: dict[str, Any],
-                     state: dict[str, Any]) -> Path:
+def write_checkpoint(folder: Path, encoder: Any, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
     """Atomically write ``folder`` with the model, ``tensors`` (state.pt) and ``state``."""
     with atomic_folder(folder) as tmp:
         encoder.save(tmp / "model")

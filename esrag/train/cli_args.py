@@ -19,8 +19,8 @@ __all__ = ["add_train_arguments", "config_from_args", "run_from_args"]
 
 _HELP = {
     "train": "training data (repeatable): a JSONL/CSV/TSV/Parquet file, a BEIR folder "
-             "(train qrels become (query, document) pairs), a corpus file with --kind corpus, "
-             "or a hub dataset name",
+    "(train qrels become (query, document) pairs), a corpus file with --kind corpus, "
+    "or a hub dataset name",
     "output": "folder for the trained model (loads with EspressoEncoder and AutoModel)",
     "base": "model to start from (default all-MiniLM-L6-v2, offline)",
     "eval": "held-out data (repeatable); default --eval-fraction of the training rows",
@@ -47,25 +47,50 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default = None if required else spec.default
         if isinstance(default, enum.Enum):
             choices = [m.value for m in type(default)]
-            parser.add_argument(_option(name), choices=choices, default=default.value,
-                                help=f"{help_text} (default {default.value})")
+            parser.add_argument(
+                _option(name),
+                choices=choices,
+                default=default.value,
+                help=f"{help_text} (default {default.value})",
+            )
         elif name in _REPEATED:
             item = int if name in ("layers", "prefix_dims") else str
-            parser.add_argument(_option(name), action="append", type=item, required=required,
-                                default=None, metavar=name.rstrip("s").upper(), help=help_text)
+            parser.add_argument(
+                _option(name),
+                action="append",
+                type=item,
+                required=required,
+                default=None,
+                metavar=name.rstrip("s").upper(),
+                help=help_text,
+            )
         elif name == "score_range":
-            parser.add_argument(_option(name), nargs=2, type=float, metavar=("LOW", "HIGH"),
-                                default=None, help=help_text)
+            parser.add_argument(
+                _option(name), nargs=2, type=float, metavar=("LOW", "HIGH"), default=None, help=help_text
+            )
         elif hint in (bool, "bool"):
-            parser.add_argument(_option(name), action=argparse.BooleanOptionalAction,
-                                default=default, help=f"{help_text} (default {default})")
+            parser.add_argument(
+                _option(name),
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{help_text} (default {default})",
+            )
         elif name == "show_progress":
-            parser.add_argument(_option(name), action=argparse.BooleanOptionalAction,
-                                default=None, help="progress bar (default: on a terminal)")
+            parser.add_argument(
+                _option(name),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="progress bar (default: on a terminal)",
+            )
         else:
             kind = _scalar_type(hint)
-            parser.add_argument(_option(name), type=kind, default=default, required=required,
-                                help=f"{help_text}" + ("" if required else f" (default {default})"))
+            parser.add_argument(
+                _option(name),
+                type=kind,
+                default=default,
+                required=required,
+                help=f"{help_text}" + ("" if required else f" (default {default})"),
+            )
     return parser
 
 

@@ -198,8 +198,7 @@ class TrainConfig:
                 raise ValueError(f"score_range must be (low, high), got {self.score_range!r}")
             low, high = pair
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
-                raise ValueError(f"score_range must be (low, high) with low < high, got "
-                                 f"{self.score_range!r}")
+                raise ValueError(f"score_range must be (low, high) with low < high, got {self.score_range!r}")
             set_(self, "score_range", (float(low), float(high)))
         for item in self.where:
             if "=" not in item or not item.split("=", 1)[0]:
@@ -207,8 +206,7 @@ class TrainConfig:
         self._check_numbers()
 
     def _check_numbers(self) -> None:
-        positive_ints = ("batch_size", "grad_accum", "compress_dim", "keep_checkpoints",
-                         "log_every")
+        positive_ints = ("batch_size", "grad_accum", "compress_dim", "keep_checkpoints", "log_every")
         for name in positive_ints:
             _check_int(name, getattr(self, name), 1)
         for name in ("eval_every", "save_every", "seed"):

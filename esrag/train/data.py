@@ -25,13 +25,17 @@ logger = logging.getLogger(__name__)
 
 ALIASES: dict[str, tuple[str, ...]] = {
     "anchor": ("anchor", "query", "question", "sentence1", "sent0", "text1", "premise"),
-    "positive": ("positive", "document", "passage", "answer", "sentence2", "sent1", "text2",
-                 "hypothesis"),
+    "positive": ("positive", "document", "passage", "answer", "sentence2", "sent1", "text2", "hypothesis"),
     "negative": ("negative", "hard_negative", "hard_neg", "neg", "sent2"),
     "score": ("score", "similarity", "relevance", "label"),
 }
-_FORMATS = {".jsonl": ("json", 1), ".json": ("json", 1), ".csv": ("csv", 2), ".tsv": ("csv", 2),
-            ".parquet": ("parquet", None)}
+_FORMATS = {
+    ".jsonl": ("json", 1),
+    ".json": ("json", 1),
+    ".csv": ("csv", 2),
+    ".tsv": ("csv", 2),
+    ".parquet": ("parquet", None),
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
 
@@ -56,8 +60,13 @@ class Examples:
         def pick(values: list[Any] | None) -> list[Any] | None:
             return None if values is None else [values[i] for i in indices]
 
-        return replace(self, anchors=pick(self.anchors), positives=pick(self.positives),
-                       negatives=pick(self.negatives), scores=pick(self.scores))
+        return replace(
+            self,
+            anchors=pick(self.anchors),
+            positives=pick(self.positives),
+            negatives=pick(self.negatives),
+            scores=pick(self.scores),
+        )
 
 
 # ---------------------------------------------------------------------- tables
@@ -69,8 +78,9 @@ def _read_table(source: str, config: TrainConfig) -> tuple[Any, int | None]:
     if path.is_file():
         fmt = _FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise DataError(path, None, f"unsupported file type {path.suffix!r}; use one of "
-                            f"{', '.join(sorted(_FORMATS))}")
+            raise DataError(
+                path, None, f"unsupported file type {path.suffix!r}; use one of {', '.join(sorted(_FORMATS))}"
+            )
         if path.stat().st_size == 0:
             raise DataError(path, None, "the file is empty (no rows)")
         builder, first_line = fmt
@@ -80,8 +90,11 @@ def _read_table(source: str, config: TrainConfig) -> tuple[Any, int | None]:
             if path.suffix.lower() == ".tsv":
                 kwargs["delimiter"] = "\t"
         # Dataset.from_* read local files without load_dataset's network ping.
-        reader = {"json": datasets.Dataset.from_json, "csv": datasets.Dataset.from_csv,
-                  "parquet": datasets.Dataset.from_parquet}[builder]
+        reader = {
+            "json": datasets.Dataset.from_json,
+            "csv": datasets.Dataset.from_csv,
+            "parquet": datasets.Dataset.from_parquet,
+        }[builder]
         try:
             table = reader(str(path), **kwargs)
         except Exception as err:  # datasets wraps parser errors in many types
@@ -98,26 +111,34 @@ def _row_filter(table: Any, source: str, config: TrainConfig) -> list[int]:
     for condition in config.where:
         column, value = condition.split("=", 1)
         if column not in table.column_names:
-            raise DataError(source, None, f"where {condition!r}: column not found (columns: "
-                            f"{', '.join(table.column_names)})", field=column)
+            raise DataError(
+                source,
+                None,
+                f"where {condition!r}: column not found (columns: {', '.join(table.column_names)})",
+                field=column,
+            )
         values = table[column]
         keep = [i for i in keep if str(values[i]) == value]
     return keep
 
 
-def _column(table: Any, source: str, role: str, explicit: str | None,
-            required: bool) -> str | None:
+def _column(table: Any, source: str, role: str, explicit: str | None, required: bool) -> str | None:
     columns = list(table.column_names)
     if explicit is not None:
         if explicit not in columns:
-            raise DataError(source, None, f"column not found; the columns are "
-                            f"{', '.join(columns)}", field=explicit)
+            raise DataError(
+                source, None, f"column not found; the columns are {', '.join(columns)}", field=explicit
+            )
         return explicit
     found = next((name for name in ALIASES[role] if name in columns), None)
     if found is None and required:
-        raise DataError(source, None, f"no {role} column: none of {', '.join(ALIASES[role])} "
-                        f"is among the columns {', '.join(columns)}; name it with "
-                        f"--{role}-column")
+        raise DataError(
+            source,
+            None,
+            f"no {role} column: none of {', '.join(ALIASES[role])} "
+            f"is among the columns {', '.join(columns)}; name it with "
+            f"--{role}-column",
+        )
     return found
 
 
@@ -126,38 +147,52 @@ def _is_numeric(table: Any, column: str) -> bool:
     return str(dtype).startswith(("int", "uint", "float", "double"))
 
 
-def _texts(values: list[Any], rows: list[int], source: str, column: str,
-           first_line: int | None) -> list[str]:
+def _texts(values: list[Any], rows: list[int], source: str, column: str, first_line: int | None) -> list[str]:
     out = []
     for row in rows:
         value = values[row]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             value = ""
         if not isinstance(value, str):
-            raise DataError(source, _line(row, first_line),
-                            f"row {row + 1}: expected text, got {type(value).__name__} "
-                            f"{value!r:.40}", field=column)
+            raise DataError(
+                source,
+                _line(row, first_line),
+                f"row {row + 1}: expected text, got {type(value).__name__} {value!r:.40}",
+                field=column,
+            )
         if not value.strip():
-            raise DataError(source, _line(row, first_line), f"row {row + 1}: empty text",
-                            field=column)
+            raise DataError(source, _line(row, first_line), f"row {row + 1}: empty text", field=column)
         out.append(value)
     return out
 
 
-def _scores(values: list[Any], rows: list[int], source: str, column: str,
-            first_line: int | None, score_range: tuple[float, float] | None) -> list[float]:
+def _scores(
+    values: list[Any],
+    rows: list[int],
+    source: str,
+    column: str,
+    first_line: int | None,
+    score_range: tuple[float, float] | None,
+) -> list[float]:
     out = []
     for row in rows:
         value = values[row]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-            value
-        ):
-            raise DataError(source, _line(row, first_line), f"row {row + 1}: expected a finite "
-                            f"number, got {value!r:.40}", field=column)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DataError(
+                source,
+                _line(row, first_line),
+                f"row {row + 1}: expected a finite number, got {value!r:.40}",
+                field=column,
+            )
         if score_range is not None and not score_range[0] <= value <= score_range[1]:
-            raise DataError(source, _line(row, first_line), f"row {row + 1}: score {value} is "
-                            f"outside the declared range [{score_range[0]:g}, "
-                            f"{score_range[1]:g}]", field=column)
+            raise DataError(
+                source,
+                _line(row, first_line),
+                f"row {row + 1}: score {value} is "
+                f"outside the declared range [{score_range[0]:g}, "
+                f"{score_range[1]:g}]",
+                field=column,
+            )
         out.append(float(value))
     return out
 
@@ -170,37 +205,39 @@ def _table_examples(source: str, config: TrainConfig, kind: DataKind) -> Example
     table, first_line = _read_table(source, config)
     rows = _row_filter(table, source, config)
     if not rows:
-        raise DataError(source, None, "no rows" + (f" match {' and '.join(config.where)}"
-                                                  if config.where else ""))
+        raise DataError(
+            source, None, "no rows" + (f" match {' and '.join(config.where)}" if config.where else "")
+        )
     anchor = _column(table, source, "anchor", config.anchor_column, True)
     positive = _column(table, source, "positive", config.positive_column, True)
     assert anchor is not None and positive is not None
     score = _column(table, source, "score", config.score_column, kind is DataKind.SCORED)
     if kind is DataKind.AUTO:
-        scored = score is not None and (config.score_column is not None
-                                        or _is_numeric(table, score))
+        scored = score is not None and (config.score_column is not None or _is_numeric(table, score))
     else:
         scored = kind is DataKind.SCORED
-    negative = None if scored else _column(table, source, "negative",
-                                           config.negative_column, False)
+    negative = None if scored else _column(table, source, "negative", config.negative_column, False)
     examples = Examples(
         source=source,
         anchors=_texts(table[anchor], rows, source, anchor, first_line),
         positives=_texts(table[positive], rows, source, positive, first_line),
-        negatives=None if negative is None else _texts(table[negative], rows, source,
-                                                       negative, first_line),
-        scores=None if not scored or score is None else _scores(
-            table[score], rows, source, score, first_line, config.score_range),
+        negatives=None if negative is None else _texts(table[negative], rows, source, negative, first_line),
+        scores=None
+        if not scored or score is None
+        else _scores(table[score], rows, source, score, first_line, config.score_range),
     )
-    logger.info("%s: %d %s rows (columns %s)", source, len(examples),
-                "scored" if scored else "pair", ", ".join(
-                    c for c in (anchor, positive, negative, score if scored else None) if c))
+    logger.info(
+        "%s: %d %s rows (columns %s)",
+        source,
+        len(examples),
+        "scored" if scored else "pair",
+        ", ".join(c for c in (anchor, positive, negative, score if scored else None) if c),
+    )
     return examples
 
 
 # ---------------------------------------------------------------------- corpora
-def mine_pairs(docs: list[tuple[str, str]], how: CorpusPairs, *, seed: int,
-               source: str) -> Examples:
+def mine_pairs(docs: list[tuple[str, str]], how: CorpusPairs, *, seed: int, source: str) -> Examples:
     """Label-free pairs from ``(title, text)`` documents.
 
     ``title``: (title, text) for documents with both. ``sentence``: one sentence, picked at
@@ -224,10 +261,8 @@ def mine_pairs(docs: list[tuple[str, str]], how: CorpusPairs, *, seed: int,
                 anchors.append(sentences[pick])
                 positives.append(f"{title} {rest}".strip())
     if not anchors:
-        raise DataError(source, None, f"no {how.value} pairs could be mined from "
-                        f"{len(docs)} documents")
-    logger.info("%s: mined %d %s pairs from %d documents", source, len(anchors), how.value,
-                len(docs))
+        raise DataError(source, None, f"no {how.value} pairs could be mined from {len(docs)} documents")
+    logger.info("%s: mined %d %s pairs from %d documents", source, len(anchors), how.value, len(docs))
     return Examples(source=f"{source} ({how.value} pairs)", anchors=anchors, positives=positives)
 
 
@@ -239,8 +274,12 @@ def _corpus_examples(source: str, config: TrainConfig) -> Examples:
     text_col = config.positive_column or "text"
     for column in (title_col, text_col):
         if column not in table.column_names:
-            raise DataError(source, None, f"corpus column not found; the columns are "
-                            f"{', '.join(table.column_names)}", field=column)
+            raise DataError(
+                source,
+                None,
+                f"corpus column not found; the columns are {', '.join(table.column_names)}",
+                field=column,
+            )
     titles, texts = table[title_col], table[text_col]
     docs = [(str(titles[i] or ""), str(texts[i] or "")) for i in rows]
     return mine_pairs(docs, how, seed=config.seed, source=source)
@@ -248,27 +287,26 @@ def _corpus_examples(source: str, config: TrainConfig) -> Examples:
 
 def _beir_examples(source: str, config: TrainConfig) -> list[Examples]:
     if config.split == "test":
-        logger.warning("%s: training on the TEST qrels; never evaluate on them afterwards",
-                       source)
+        logger.warning("%s: training on the TEST qrels; never evaluate on them afterwards", source)
     data = load_beir(source, config.split)
     anchors, positives = [], []
     for qid, judged in data.qrels.items():
         query = data.queries[qid]
         if not query.strip():
-            raise DataError(Path(source) / "queries.jsonl", None, f"query {qid!r} has an "
-                            f"empty text", field="text")
+            raise DataError(
+                Path(source) / "queries.jsonl", None, f"query {qid!r} has an empty text", field="text"
+            )
         for doc_id, grade in judged.items():
             doc = data.corpus.get(doc_id)
             if grade > 0 and doc is not None and doc.full_text:
                 anchors.append(query)
                 positives.append(doc.full_text)
     if not anchors:
-        raise DataError(Path(source) / "qrels" / f"{config.split}.tsv", None,
-                        "no positive judgments to train on")
-    out = [Examples(source=f"{source} (qrels {config.split})", anchors=anchors,
-                    positives=positives)]
-    logger.info("%s: %d (query, document) pairs from qrels/%s.tsv", source, len(anchors),
-                config.split)
+        raise DataError(
+            Path(source) / "qrels" / f"{config.split}.tsv", None, "no positive judgments to train on"
+        )
+    out = [Examples(source=f"{source} (qrels {config.split})", anchors=anchors, positives=positives)]
+    logger.info("%s: %d (query, document) pairs from qrels/%s.tsv", source, len(anchors), config.split)
     if config.corpus_pairs is not CorpusPairs.NONE:
         docs = [(doc.title, doc.text) for doc in data.corpus.values()]
         out.append(mine_pairs(docs, config.corpus_pairs, seed=config.seed, source=source))
@@ -283,8 +321,11 @@ def _detect(source: str, config: TrainConfig) -> DataKind:
     if path.is_dir():
         if (path / "qrels").is_dir() and (path / "corpus.jsonl").is_file():
             return DataKind.BEIR
-        raise DataError(path, None, "a folder is only accepted as a BEIR dataset (corpus.jsonl, "
-                        "queries.jsonl, qrels/<split>.tsv)")
+        raise DataError(
+            path,
+            None,
+            "a folder is only accepted as a BEIR dataset (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)",
+        )
     return DataKind.AUTO
 
 
@@ -328,6 +369,7 @@ def load_training_data(config: TrainConfig) -> tuple[list[Examples], list[Exampl
         evaluation = [e for _, e in pairs if len(e) >= 2]
     for ex in train:
         if len(ex) < 2:
-            raise DataError(ex.source, None, f"only {len(ex)} training row(s); in-batch "
-                            "training needs at least 2")
+            raise DataError(
+                ex.source, None, f"only {len(ex)} training row(s); in-batch training needs at least 2"
+            )
     return train, evaluation

@@ -45,8 +45,11 @@ def mrr_at_10(queries: np.ndarray, docs: np.ndarray, relevant: list[set[int]]) -
 
 
 def evaluate_examples(
-    encoder: EspressoEncoder, examples: Sequence[Examples], views: Sequence[View],
-    *, batch_size: int = 32,
+    encoder: EspressoEncoder,
+    examples: Sequence[Examples],
+    views: Sequence[View],
+    *,
+    batch_size: int = 32,
 ) -> dict[str, float]:
     """``{"score": mean, "<source> @ <view>": value, ...}``; the model must be in eval mode."""
     results: dict[str, float] = {}

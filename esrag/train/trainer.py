@@ -63,12 +63,15 @@ class TrainResult:
         return asdict(self)
 
     def summary(self) -> str:
-        best = "" if self.best_step is None else (
-            f", best eval {self.best_score:.4f} at step {self.best_step}")
+        best = (
+            "" if self.best_step is None else (f", best eval {self.best_score:.4f} at step {self.best_step}")
+        )
         loss = "n/a" if self.final_loss is None else f"{self.final_loss:.4f}"
-        return (f"trained {self.steps}/{self.total_steps} steps on {self.train_examples} rows in "
-                f"{self.seconds:.0f}s ({self.cpu_seconds:.0f} CPU-s; final loss {loss}{best}); "
-                f"model in {self.output}")
+        return (
+            f"trained {self.steps}/{self.total_steps} steps on {self.train_examples} rows in "
+            f"{self.seconds:.0f}s ({self.cpu_seconds:.0f} CPU-s; final loss {loss}{best}); "
+            f"model in {self.output}"
+        )
 
 
 def train(config: TrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
@@ -79,8 +82,7 @@ def train(config: TrainConfig, *, on_step: StepCallback | None = None) -> TrainR
 def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         if precision in (Precision.FP16, Precision.BF16):
-            logger.warning("precision %s needs CUDA; training in fp32 on %s",
-                           precision.value, device)
+            logger.warning("precision %s needs CUDA; training in fp32 on %s", precision.value, device)
         return None
     if precision is Precision.FP32:
         return None
@@ -97,8 +99,7 @@ def _checkpointing(model: Any, enable: bool) -> None:
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable({"use_reentrant": False})
         else:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif hasattr(model, "activation_checkpointing_disable"):
         model.activation_checkpointing_disable()
     else:
@@ -132,42 +133,64 @@ class Trainer:
         cfg = self.config
         if resume_from is not None:
             return EspressoEncoder(resume_from / "model", device=cfg.device, dtype=torch.float32)
-        return EspressoEncoder(cfg.base, pooling=cfg.pooling, device=cfg.device,
-                               dtype=torch.float32)
+        return EspressoEncoder(cfg.base, pooling=cfg.pooling, device=cfg.device, dtype=torch.float32)
 
     def _layers(self, enc: EspressoEncoder) -> list[int]:
         cfg, last = self.config, enc.num_layers
         if cfg.compress and cfg.compress_dim > enc.hidden_size:
-            raise ValueError(f"compress_dim {cfg.compress_dim} exceeds the model's hidden size "
-                             f"{enc.hidden_size}")
+            raise ValueError(
+                f"compress_dim {cfg.compress_dim} exceeds the model's hidden size {enc.hidden_size}"
+            )
         for position, layer in enumerate(cfg.layers):
             if not 1 <= layer < last:
-                raise ValueError(f"layers[{position}] = {layer} is not a shallow layer of this "
-                                 f"{last}-layer model (1..{last - 1})")
+                raise ValueError(
+                    f"layers[{position}] = {layer} is not a shallow layer of this "
+                    f"{last}-layer model (1..{last - 1})"
+                )
         shallow = sorted(set(cfg.layers or range(1, last))) if cfg.express else []
         return [*shallow, last]
 
     def _views(self, enc: EspressoEncoder) -> list[View]:
         cfg = self.config
         if cfg.eval_views:
-            return validate_views([parse_view(v) for v in cfg.eval_views], enc.num_layers,
-                                  enc.hidden_size)
+            return validate_views([parse_view(v) for v in cfg.eval_views], enc.num_layers, enc.hidden_size)
         coarse = View(min(2, enc.num_layers), min(cfg.compress_dim, enc.hidden_size))
         full = View(enc.num_layers, enc.hidden_size)
         return [coarse, full] if coarse != full else [full]
 
     def _losses(self) -> tuple[ESELoss, ESELoss, CompressLoss | None]:
         cfg = self.config
-        compress = CompressLoss(cfg.compress_dim, temperature=cfg.compress_temperature,
-                                mode=cfg.pca, momentum=cfg.pca_momentum) if cfg.compress else None
+        compress = (
+            CompressLoss(
+                cfg.compress_dim,
+                temperature=cfg.compress_temperature,
+                mode=cfg.pca,
+                momentum=cfg.pca_momentum,
+            )
+            if cfg.compress
+            else None
+        )
 
         def ese(base: torch.nn.Module) -> ESELoss:
-            express = ExpressLoss(base, kl_weight=cfg.kl_weight, temperature=cfg.kl_temperature,
-                                  reduction=cfg.express_reduction,
-                                  prefix_dims=cfg.prefix_dims) if cfg.express else None
-            return ESELoss(base, express=express, compress=compress,
-                           express_weight=cfg.express_weight,
-                           compress_weight=cfg.compress_weight, prefix_dims=cfg.prefix_dims)
+            express = (
+                ExpressLoss(
+                    base,
+                    kl_weight=cfg.kl_weight,
+                    temperature=cfg.kl_temperature,
+                    reduction=cfg.express_reduction,
+                    prefix_dims=cfg.prefix_dims,
+                )
+                if cfg.express
+                else None
+            )
+            return ESELoss(
+                base,
+                express=express,
+                compress=compress,
+                express_weight=cfg.express_weight,
+                compress_weight=cfg.compress_weight,
+                prefix_dims=cfg.prefix_dims,
+            )
 
         return ese(InfoNCELoss(cfg.scale)), ese(CoSENTLoss(cfg.scale)), compress
 
@@ -179,8 +202,9 @@ class Trainer:
                 no_decay = name.endswith("bias") or "norm" in name.lower()
                 (plain if no_decay else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay},
-             {"params": plain, "weight_decay": 0.0}], lr=cfg.lr)
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
         warmup = round(cfg.warmup_ratio * total)
 
         def factor(step: int) -> float:  # linear warmup to lr, then linear decay to 0
@@ -193,8 +217,9 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _embed(self, enc: EspressoEncoder, texts: list[str]) -> dict[int, torch.Tensor]:
         max_length = self.config.max_length or enc.max_length
-        batch = enc.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
+        batch = enc.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         features = {k: v.to(enc.device) for k, v in batch.items()}
         return enc.pooled_layers(features, self.layers)
 
@@ -205,8 +230,13 @@ class Trainer:
         mask = false_negative_mask(batch.anchors, batch.positives).to(enc.device)
         scores = None if batch.scores is None else torch.tensor(batch.scores, device=enc.device)
         per_layer = {
-            layer: PairEmbeddings(anchors[layer], positives[layer],
-                                  None if negatives is None else negatives[layer], scores, mask)
+            layer: PairEmbeddings(
+                anchors[layer],
+                positives[layer],
+                None if negatives is None else negatives[layer],
+                scores,
+                mask,
+            )
             for layer in self.layers
         }
         loss = self.cosent if scores is not None else self.infonce
@@ -241,7 +271,8 @@ class Trainer:
                 raise ValueError(
                     f"{resume_from} was written with a different configuration "
                     f"({', '.join(changed)} differ); use the same options to resume, another "
-                    f"--output, or resume=False (--no-resume) to start over")
+                    f"--output, or resume=False (--no-resume) to start over"
+                )
         enc = self._encoder(resume_from)
         self.layers = self._layers(enc)
         views = self._views(enc)
@@ -271,22 +302,41 @@ class Trainer:
             torch.manual_seed(cfg.seed)
         n_train = sum(map(len, train_sets))
         n_eval = sum(map(len, eval_sets))
-        logger.info("ESE training: %d rows (%d eval), %d steps of %d x %d, layers %s, device %s, "
-                    "autocast %s", n_train, n_eval, total, cfg.batch_size, cfg.grad_accum,
-                    self.layers, enc.device, amp_dtype or "off")
+        logger.info(
+            "ESE training: %d rows (%d eval), %d steps of %d x %d, layers %s, device %s, autocast %s",
+            n_train,
+            n_eval,
+            total,
+            cfg.batch_size,
+            cfg.grad_accum,
+            self.layers,
+            enc.device,
+            amp_dtype or "off",
+        )
 
         def save(step: int, last_eval: dict[str, float] | None) -> Path:
             tensor_state: dict[str, Any] = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
                 "pca": compress.pca_state() if compress is not None else {},
             }
             if torch.cuda.is_available():
                 tensor_state["rng_cuda"] = torch.cuda.get_rng_state_all()
             folder = ckpt.write_checkpoint(
-                ckpt.step_folder(self.checkpoint_dir, step), enc, tensor_state,
-                {"step": step, "total_steps": total, "config": cfg.to_json(),
-                 "history": history, "best": best, "last_eval": last_eval})
+                ckpt.step_folder(self.checkpoint_dir, step),
+                enc,
+                tensor_state,
+                {
+                    "step": step,
+                    "total_steps": total,
+                    "config": cfg.to_json(),
+                    "history": history,
+                    "best": best,
+                    "last_eval": last_eval,
+                },
+            )
             ckpt.prune_checkpoints(self.checkpoint_dir, cfg.keep_checkpoints)
             return folder
 
@@ -294,8 +344,12 @@ class Trainer:
             nonlocal best
             with self._evaluating(enc):
                 result = evaluate_examples(enc, eval_sets, views, batch_size=cfg.batch_size)
-            logger.info("step %d: eval score %.4f (%s)", step, result["score"], ", ".join(
-                f"{k} {v:.4f}" for k, v in result.items() if k != "score"))
+            logger.info(
+                "step %d: eval score %.4f (%s)",
+                step,
+                result["score"],
+                ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "score"),
+            )
             improved = best is None or result["score"] > best["score"]
             if improved:
                 best = {"step": step, "score": result["score"], "eval": result}
@@ -310,8 +364,9 @@ class Trainer:
         last_eval: dict[str, float] | None = state.get("last_eval")
         if eval_sets and step == 0 and best is None:
             last_eval = evaluate(0)
-        autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        )
         params = [p for p in enc.model.parameters() if p.requires_grad]
         running: float | None = None
         final_loss: float | None = history[-1]["loss"] if history else None
@@ -339,18 +394,23 @@ class Trainer:
                 running = final_loss if running is None else 0.9 * running + 0.1 * final_loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}")
-                record: dict[str, Any] = {"step": step, "loss": final_loss,
-                                          "lr": scheduler.get_last_lr()[0]}
+                record: dict[str, Any] = {"step": step, "loss": final_loss, "lr": scheduler.get_last_lr()[0]}
                 due_eval = bool(eval_sets) and (
-                    (cfg.eval_every and step % cfg.eval_every == 0) or step == total)
+                    (cfg.eval_every and step % cfg.eval_every == 0) or step == total
+                )
                 if due_eval:
                     last_eval = evaluate(step)
                     record["eval"] = last_eval["score"]
                 if step % cfg.log_every == 0 or step == total or due_eval:
                     history.append(record)
-                    logger.info("step %d/%d loss %.4f (running %.4f) %s", step, total,
-                                final_loss, running, " ".join(
-                                    f"{k}={v:.3f}" for k, v in parts.items() if k != "loss"))
+                    logger.info(
+                        "step %d/%d loss %.4f (running %.4f) %s",
+                        step,
+                        total,
+                        final_loss,
+                        running,
+                        " ".join(f"{k}={v:.3f}" for k, v in parts.items() if k != "loss"),
+                    )
                 due_save = (cfg.save_every and step % cfg.save_every == 0) or step == total
                 if due_save and not ckpt.step_folder(self.checkpoint_dir, step).exists():
                     save(step, last_eval)
@@ -358,8 +418,11 @@ class Trainer:
                     self.on_step(step, parts)
         except KeyboardInterrupt:
             done = ckpt.checkpoint_steps(self.checkpoint_dir)
-            logger.warning("interrupted at step %d; run the same command again to resume from "
-                           "step %s", step, done[-1] if done else 0)
+            logger.warning(
+                "interrupted at step %d; run the same command again to resume from step %s",
+                step,
+                done[-1] if done else 0,
+            )
             raise
         finally:
             bar.close()
@@ -367,22 +430,33 @@ class Trainer:
         if cfg.gradient_checkpointing:
             _checkpointing(enc.model, False)
         result = TrainResult(
-            output=cfg.output, checkpoint_dir=str(self.checkpoint_dir), steps=step,
-            total_steps=total, train_examples=n_train, eval_examples=n_eval,
+            output=cfg.output,
+            checkpoint_dir=str(self.checkpoint_dir),
+            steps=step,
+            total_steps=total,
+            train_examples=n_train,
+            eval_examples=n_eval,
             seconds=time.perf_counter() - started,
             cpu_seconds=time.process_time() - cpu_started,
             resumed_from=None if resume_from is None else int(state["step"]),
-            final_loss=final_loss, best_step=None if best is None else best["step"],
-            best_score=None if best is None else best["score"], last_eval=last_eval,
-            history=history)
+            final_loss=final_loss,
+            best_step=None if best is None else best["step"],
+            best_score=None if best is None else best["score"],
+            last_eval=last_eval,
+            history=history,
+        )
         self._write_output(result, best is not None)
         logger.info("%s", result.summary())
         return result
 
     def _write_output(self, result: TrainResult, use_best: bool) -> None:
-        source = (self.checkpoint_dir / ckpt.BEST / "model" if use_best
-                  else ckpt.step_folder(self.checkpoint_dir, result.steps) / "model")
+        source = (
+            self.checkpoint_dir / ckpt.BEST / "model"
+            if use_best
+            else ckpt.step_folder(self.checkpoint_dir, result.steps) / "model"
+        )
         with atomic_folder(self.config.output) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-            atomic_write_json(tmp / TRAIN_MANIFEST,
-                              {"config": self.config.to_json(), "result": result.to_json()})
+            atomic_write_json(
+                tmp / TRAIN_MANIFEST, {"config": self.config.to_json(), "result": result.to_json()}
+            )

@@ -37,14 +37,16 @@ class PairEmbeddings:
                 f"and {tuple(self.positives.shape)}"
             )
         if self.negatives is not None and self.negatives.shape != self.anchors.shape:
-            raise ValueError(f"negatives must be {tuple(self.anchors.shape)}, got "
-                             f"{tuple(self.negatives.shape)}")
+            raise ValueError(
+                f"negatives must be {tuple(self.anchors.shape)}, got {tuple(self.negatives.shape)}"
+            )
         batch = self.anchors.shape[0]
         if self.scores is not None and self.scores.shape != (batch,):
             raise ValueError(f"scores must be ({batch},), got {tuple(self.scores.shape)}")
         if self.false_negatives is not None and self.false_negatives.shape != (batch, batch):
-            raise ValueError(f"false_negatives must be ({batch}, {batch}), got "
-                             f"{tuple(self.false_negatives.shape)}")
+            raise ValueError(
+                f"false_negatives must be ({batch}, {batch}), got {tuple(self.false_negatives.shape)}"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -53,8 +55,7 @@ class PairEmbeddings:
     def prefix(self, dim: int) -> PairEmbeddings:
         """The same batch restricted to the first ``dim`` dimensions."""
         neg = None if self.negatives is None else self.negatives[:, :dim]
-        return replace(self, anchors=self.anchors[:, :dim], positives=self.positives[:, :dim],
-                       negatives=neg)
+        return replace(self, anchors=self.anchors[:, :dim], positives=self.positives[:, :dim], negatives=neg)
 
     def texts(self) -> torch.Tensor:
         """Every embedding of the batch stacked: (2B or 3B, H)."""
@@ -71,8 +72,8 @@ def cosine_logits(batch: PairEmbeddings, scale: float) -> torch.Tensor:
     :data:`MASKED_LOGIT`. Computed in float32 whatever the autocast dtype.
     """
     anchors = F.normalize(batch.anchors.float(), dim=-1)
-    candidates = batch.positives if batch.negatives is None else torch.cat(
-        [batch.positives, batch.negatives], dim=0
+    candidates = (
+        batch.positives if batch.negatives is None else torch.cat([batch.positives, batch.negatives], dim=0)
     )
     candidates = F.normalize(candidates.float(), dim=-1)
     logits = scale * anchors @ candidates.T

@@ -132,9 +132,13 @@ class CompressLoss(nn.Module):
         if self.mode is PcaMode.BATCH:
             pca = RunningPCA(0.0)
             if x.shape[0] - 1 < k and not self._warned:
-                logger.warning("per-batch PCA: %d texts span at most %d directions, fewer "
-                               "than compress_dim=%d; the rest are arbitrary", x.shape[0],
-                               x.shape[0] - 1, k)
+                logger.warning(
+                    "per-batch PCA: %d texts span at most %d directions, fewer "
+                    "than compress_dim=%d; the rest are arbitrary",
+                    x.shape[0],
+                    x.shape[0] - 1,
+                    k,
+                )
                 self._warned = True
         else:
             pca = self.pcas.setdefault(layer, RunningPCA(self.momentum))
@@ -150,7 +154,8 @@ class CompressLoss(nn.Module):
         if self.temperature > 0:
             t = self.temperature
             loss = loss + t * F.kl_div(
-                F.log_softmax(prefix / t, dim=-1), F.softmax(target / t, dim=-1),
+                F.log_softmax(prefix / t, dim=-1),
+                F.softmax(target / t, dim=-1),
                 reduction="batchmean",
             )
         return loss
