@@ -68,19 +68,25 @@ def evaluate(
         return float(ndcg_at_k(run, qrels, 10))
 
     full = ndcg(_top(full_scores, 10))
+
+    def row(scores: np.ndarray) -> dict[str, float]:
+        """The view alone (flat) and as a cascade's coarse stage (shortlist, full rerank)."""
+        shortlist = _top(scores, SHORTLIST)
+        rerank = np.take_along_axis(full_scores, shortlist, axis=1)
+        order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
+        cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
+        return {
+            "flat": ndcg(_top(scores, 10)),
+            "cascade": cascade,
+            "retention": cascade / full if full else 0.0,
+        }
+
     table: dict[str, dict] = {}
     for layer in LAYERS:
         for dim in DIMS:
-            scores = view_of(query_emb, LAYERS, layer, dim) @ view_of(doc_emb, LAYERS, layer, dim).T
-            shortlist = _top(scores, SHORTLIST)
-            rerank = np.take_along_axis(full_scores, shortlist, axis=1)
-            order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
-            cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
-            table[f"{layer}:{dim}"] = {
-                "flat": ndcg(_top(scores, 10)),
-                "cascade": cascade,
-                "retention": cascade / full if full else 0.0,
-            }
+            table[f"{layer}:{dim}"] = row(
+                view_of(query_emb, LAYERS, layer, dim) @ view_of(doc_emb, LAYERS, layer, dim).T
+            )
     # corpus-fitted coarse transforms (what ``esrag build --transform`` uses) on each layer
     for layer in LAYERS:
         source_d = view_of(doc_emb, LAYERS, layer, 384)
@@ -88,16 +94,7 @@ def evaluate(
         for kind in (Transform.PCA, Transform.ADAPTER):
             for dim in (32, 64):
                 fitted = fit_transform(kind, source_d, dim, fine=full_d)
-                scores = fitted(source_q) @ fitted(source_d).T
-                shortlist = _top(scores, SHORTLIST)
-                rerank = np.take_along_axis(full_scores, shortlist, axis=1)
-                order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
-                cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
-                table[f"{layer}:{dim}:{kind.value}"] = {
-                    "flat": ndcg(_top(scores, 10)),
-                    "cascade": cascade,
-                    "retention": cascade / full if full else 0.0,
-                }
+                table[f"{layer}:{dim}:{kind.value}"] = row(fitted(source_q) @ fitted(source_d).T)
     return table
 
 
