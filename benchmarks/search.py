@@ -285,6 +285,8 @@ def _run_child(
         str(args.shortlist),
         "--single",
         str(args.single),
+        "--threads",
+        str(args.threads),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
