@@ -92,3 +92,75 @@ def test_text_input_errors(tiny_encoder: Any) -> None:
     with pytest.raises(TypeError, match="must be an esrag EspressoEncoder or a LangChain Embeddings"):
         CascadeIndex(object())
     assert index.add([]) == [] and len(index) == 0
+
+
+def test_espresso_embeddings_views_are_honoured(tiny_encoder: Any) -> None:
+    from esrag.encoder import View
+    from esrag.langchain.embeddings import EspressoEmbeddings
+
+    spy = SpyEncoder(tiny_encoder)
+    embeddings = EspressoEmbeddings(encoder=spy, document_view=(2, 16), query_view=(1, 16))  # type: ignore[arg-type]
+    cfg = CascadeConfig(coarse_layer=1, coarse_dim=8, transform="prefix")
+    index = CascadeIndex.build(embeddings, TEXTS, config=cfg, batch_size=64)
+    assert (index.source_dim, index.fine_dim) == (32, 16)
+    assert {str(v) for v in spy.calls[0][1]} == {"1:32", "2:16"}  # documents: one pass, document_view
+    docs = np.array(embeddings.embed_documents(TEXTS), dtype=np.float32)
+    _, stored = index.fine_vectors(index.ids())
+    np.testing.assert_allclose(stored, docs, atol=1e-5)
+    queries = ["the cat sees the dog", "the gene sees the protein"]
+    spy.calls.clear()
+    got = index.search(queries, k=5, mode="fine")
+    assert len(spy.calls) == 1 and {str(v) for v in spy.calls[0][1]} == {"1:32", "1:16"}  # query_view
+    scores = np.array([embeddings.embed_query(q) for q in queries], dtype=np.float32) @ docs.T
+    np.testing.assert_allclose(got.scores, np.sort(scores, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    assert index.search(queries, k=5, shortlist=len(TEXTS)).ids == got.ids
+    # a CascadeConfig.fine_view must agree with both views of the embeddings
+    with pytest.raises(
+        ValueError,
+        match=r"CascadeConfig\.fine_view 3:32 conflicts with the embeddings' views "
+        r"\(document_view 2:16, query_view 1:16\): leave fine_view unset",
+    ):
+        CascadeIndex(embeddings, CascadeConfig(fine_view=(3, 32)))
+    with pytest.raises(ValueError, match=r"fine_view 2:16 conflicts"):
+        CascadeIndex(embeddings, CascadeConfig(fine_view=(2, 16)))  # the queries use 1:16
+    same = EspressoEmbeddings(encoder=tiny_encoder, document_view=(2, 16), query_view=(2, 16))
+    agreeing = CascadeIndex(same, CascadeConfig(fine_view=(2, 16)))
+    assert agreeing._adapter is not None and agreeing._adapter.fine_view == View(2, 16)
+    # the default views of the embeddings are the encoder's default view: as with the bare encoder
+    plain = CascadeIndex(EspressoEmbeddings(encoder=tiny_encoder), CascadeConfig(coarse_layer=2))
+    bare = CascadeIndex(tiny_encoder, CascadeConfig(coarse_layer=2))
+    assert plain._adapter is not None and bare._adapter is not None
+    assert (plain._adapter.source_view, plain._adapter.fine_view, plain._adapter.query_view) == (
+        bare._adapter.source_view,
+        bare._adapter.fine_view,
+        bare._adapter.query_view,
+    )
+
+
+def test_coarse_mode_stops_at_the_coarse_layer(tiny_encoder: Any) -> None:
+    cfg = CascadeConfig(coarse_layer=1, coarse_dim=8, transform="prefix")
+    index = CascadeIndex.build(tiny_encoder, TEXTS, config=cfg)
+    queries = ["the cat sees the dog", "the gene sees the protein"]
+    source, fine = index.encode_queries(queries)
+    expected = index.search_embeddings(source, fine, k=5, mode="coarse")
+    calls: list[int] = []
+    hooks = [
+        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
+        for i, layer in enumerate(tiny_encoder.model.encoder.layer, start=1)
+    ]
+    try:
+        coarse = index.search(queries, k=5, mode="coarse")
+        coarse_layers = sorted(set(calls))
+        calls.clear()
+        index.search(queries, k=5)
+        cascade_layers = sorted(set(calls))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert coarse_layers == [1]  # the query pass stopped at the coarse layer
+    assert cascade_layers == [1, 2, 3]
+    assert coarse.ids == expected.ids
+    np.testing.assert_allclose(coarse.scores, expected.scores, atol=1e-6)
+    # a plain Embeddings has one vector: coarse mode still works
+    small = CascadeIndex.build(DeterministicFakeEmbedding(size=6), TEXTS[:10])
+    assert small.search(TEXTS[3], k=1, mode="coarse").ids == [[small.ids()[3]]]

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
+from esrag._io import atomic_folder, atomic_write_bytes, recover_folder
 from esrag.index import (
     CascadeConfig,
     CascadeIndex,
@@ -240,6 +243,7 @@ def test_save_killed_midway_keeps_previous_index(saved: Path, vectors: tuple[np.
         text=True,
         env=env,
     )
+    leftovers: list[str] = []
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "MIDWAY"
@@ -252,6 +256,107 @@ def test_save_killed_midway_keeps_previous_index(saved: Path, vectors: tuple[np.
     loaded = CascadeIndex.load(saved)
     assert len(loaded) == N and "x0" not in loaded
     assert _all_modes(loaded, vectors) == before
-    # the next save cleans up and succeeds
+    # the next save cleans up (the writer is dead: its temporary folder is stale) and succeeds
     loaded.save(saved)
+    assert leftovers and not any((saved.parent / name).exists() for name in leftovers)
+    assert not [p.name for p in saved.parent.iterdir() if p.name.startswith((".idx.tmp-", ".idx.old-"))]
     assert len(CascadeIndex.load(saved)) == N
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_files_and_folders_follow_the_umask(
+    tmp_path: Path, vectors: tuple[np.ndarray, ...], umask: int
+) -> None:
+    index = _index(vectors)
+    previous = os.umask(umask)
+    try:
+        index.save(tmp_path / "idx")
+        atomic_write_bytes(tmp_path / "cache" / "emb.npy", b"data")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o777 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "idx").iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+    assert stat.S_IMODE((tmp_path / "cache" / "emb.npy").stat().st_mode) == 0o666 & ~umask
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=60)
+    return proc.pid
+
+
+def test_next_save_removes_only_stale_temporary_folders(saved: Path, vectors: tuple[np.ndarray, ...]) -> None:
+    parent, dead = saved.parent, _dead_pid()
+    names = {
+        "dead writer": f".idx.tmp-{dead}-0a1b2c",
+        "this process, no save running": f".idx.tmp-{os.getpid()}-0a1b2d",
+        "old esrag, hours ago": ".idx.tmp-a1b2c3d4",
+        "live writer": f".idx.tmp-{os.getppid()}-0a1b2e",
+        "old esrag, just now": ".idx.tmp-k3j4h5_x",
+        "another target": f".other.tmp-{dead}-0a1b2c",
+        "look-alike target": f".idx.tmp-{dead}-0a1b2c.tmp-{dead}-0a1b2c",
+    }
+    for name in names.values():
+        (parent / name).mkdir()
+        (parent / name / "part.bin").write_bytes(b"x")
+    hours_ago = time.time() - 3 * 3600
+    os.utime(parent / names["old esrag, hours ago"], (hours_ago, hours_ago))
+    _index(vectors).save(saved)
+    gone = {label for label, name in names.items() if not (parent / name).exists()}
+    assert gone == {"dead writer", "this process, no save running", "old esrag, hours ago"}
+
+
+def test_save_in_progress_is_left_alone(saved: Path) -> None:
+    with atomic_folder(saved) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+        recover_folder(saved)  # e.g. another thread loading or saving the same folder
+        assert tmp.is_dir() and (tmp / "manifest.json").is_file()
+    assert json.loads((saved / "manifest.json").read_text()) == {}
+    assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".idx.")] == []
+
+
+def test_swap_interrupted_between_renames_is_undone(saved: Path) -> None:
+    before = CascadeIndex.load(saved).ids()
+    os.replace(saved, saved.parent / f".idx.old-{_dead_pid()}-0a1b2c")  # crash after the first rename
+    assert CascadeIndex.load(saved).ids() == before
+    assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".idx.")] == []
+    os.replace(saved, saved.parent / ".idx.old-a1b2c3d4")  # the same, left by an older esrag
+    assert CascadeIndex.load(saved).ids() == before
+    assert [p.name for p in saved.parent.iterdir() if p.name.startswith(".idx.")] == []
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+def test_failed_writes_leave_the_previous_state(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = sorted(p.name for p in saved.iterdir())
+    with pytest.raises(RuntimeError, match="boom"), atomic_folder(saved) as tmp:
+        (tmp / "part.bin").write_bytes(b"x")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in saved.iterdir()) == before and _siblings(saved) == []
+    # the final rename fails: the previous folder is put back, the new one removed
+    import esrag._io
+
+    real_replace = os.replace
+
+    def failing_replace(src: object, dst: object) -> None:
+        if ".tmp-" in str(src):
+            raise OSError("disk gone")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(esrag._io.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk gone"), atomic_folder(saved) as tmp:
+        (tmp / "part.bin").write_bytes(b"x")
+    monkeypatch.undo()
+    assert sorted(p.name for p in saved.iterdir()) == before and _siblings(saved) == []
+    assert len(CascadeIndex.load(saved)) == N
+    # a file write whose rename fails removes its temporary file
+    target = tmp_path / "busy"
+    (target / "inside").mkdir(parents=True)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"data")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".busy")) == []

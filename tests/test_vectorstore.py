@@ -120,3 +120,42 @@ def test_max_marginal_relevance(store: CascadeVectorStore) -> None:
     assert len(mmr.invoke("a dog")) == 3
     ids, vectors = store.index.fine_vectors(["t3", "missing", "t4"])
     assert ids == ["t3", "t4"] and vectors.shape == (2, 32)
+
+
+def test_unknown_keyword_arguments_are_refused_per_method(store: CascadeVectorStore) -> None:
+    with pytest.raises(
+        TypeError, match=r"^delete: unexpected keyword argument\(s\) \['cascade'\]; supported: ids$"
+    ):
+        store.delete(["t0"], cascade=True)
+    assert store.get_by_ids(["t0"])  # nothing was deleted
+    with pytest.raises(
+        TypeError,
+        match=r"^similarity_search_by_vector: unexpected search argument\(s\) \['mode'\]; "
+        r"supported: k, filter, shortlist$",
+    ):
+        store.similarity_search_by_vector([0.1] * 32, k=2, mode="fine")
+    with pytest.raises(
+        TypeError,
+        match=r"^max_marginal_relevance_search: unexpected search argument\(s\) \['mode'\]; "
+        r"supported: k, fetch_k, lambda_mult, filter, shortlist$",
+    ):
+        store.max_marginal_relevance_search("x", mode="fine")
+    with pytest.raises(
+        TypeError,
+        match=r"^similarity_search: unexpected search argument\(s\) \['fetch_k'\]; "
+        r"supported: k, filter, shortlist, mode$",
+    ):
+        store.similarity_search_with_score("x", fetch_k=9)
+    with pytest.raises(
+        TypeError, match=r"^add_texts: unexpected keyword argument\(s\) \['colour'\]; supported"
+    ):
+        store.add_texts(["x"], colour="red")
+    with pytest.raises(
+        TypeError, match=r"^from_texts: unexpected keyword argument\(s\) \['colour'\]; supported"
+    ):
+        CascadeVectorStore.from_texts(["x"], DeterministicFakeEmbedding(size=8), colour="red")
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got '8'"):
+        store.add_texts(["x"], batch_size="8")
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        CascadeVectorStore(DeterministicFakeEmbedding(size=8), batch_size=0)
+    assert len(store.index) == len(TEXTS)

@@ -118,13 +118,17 @@ class EspressoEncoder:
         self.num_layers = len(self._all_layers)
         self.hidden_size = int(self.model.config.hidden_size)
         self.pooling = Pooling(pooling) if pooling is not None else saved.pooling
-        self.max_length = self._resolve_max_length(max_length or saved.max_length)
+        self.max_length = self._resolve_max_length(max_length if max_length is not None else saved.max_length)
         view = default_view if default_view is not None else saved.default_view
-        self.default_view = (
-            validate_views([parse_view(view)], self.num_layers, self.hidden_size)[0]
-            if view is not None
-            else View(self.num_layers, self.hidden_size)
-        )
+        if view is None:
+            self.default_view = View(self.num_layers, self.hidden_size)
+        else:
+            parse_view(view, what="default_view")  # form errors name default_view
+            try:
+                self.default_view = validate_views([view], self.num_layers, self.hidden_size)[0]
+            except ValueError as exc:
+                where = "" if default_view is not None else f" (from {folder / ENCODER_CONFIG_FILE})"
+                raise ValueError(f"default_view{where}: {exc}") from None
         accepted = inspect.signature(self.model.forward).parameters
         self._forward_keys = {"input_ids", "attention_mask", "token_type_ids"} & set(accepted)
         self._lock = threading.RLock()

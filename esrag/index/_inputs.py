@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from esrag.index.config import SearchMode
 
-__all__ = ["check_ids", "check_metadatas", "check_search_args", "check_texts", "check_vectors"]
+__all__ = [
+    "check_batch_size",
+    "check_dim",
+    "check_ids",
+    "check_metadatas",
+    "check_search_args",
+    "check_texts",
+    "check_vectors",
+]
 
 
 def check_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not a single string")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
     for position, text in enumerate(texts):
         if not isinstance(text, str):
@@ -29,6 +39,8 @@ def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
         return [str(uuid.uuid4()) for _ in range(n)]
     if isinstance(ids, str):
         raise TypeError("ids must be a list of strings, not a single string")
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
     ids = list(ids)
     if len(ids) != n:
         raise ValueError(f"got {len(ids)} ids for {n} documents")
@@ -51,6 +63,8 @@ def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
 def check_metadatas(metadatas: Sequence[dict[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
     if metadatas is None:
         return [{} for _ in range(n)]
+    if isinstance(metadatas, (str, dict)) or not isinstance(metadatas, Iterable):
+        raise TypeError(f"metadatas must be a list of dicts, got {type(metadatas).__name__}")
     metadatas = list(metadatas)
     if len(metadatas) != n:
         raise ValueError(f"got {len(metadatas)} metadatas for {n} documents")
@@ -74,14 +88,27 @@ def check_vectors(name: str, vectors: Any, dim: int | None, n: int | None = None
         arr = arr[None, :]
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {arr.shape}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{name} has {arr.shape[1]} dims, the index expects {dim} (shape (n, {dim}))")
+    check_dim(name, arr, dim)
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} rows, expected {n}")
     for start in range(0, arr.shape[0], 65_536):  # chunked: no full-size temporary
         if not np.isfinite(arr[start : start + 65_536]).all():
             raise ValueError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def check_dim(name: str, arr: np.ndarray, dim: int | None) -> None:
+    """``arr`` (2-D) has ``dim`` columns, when ``dim`` is known."""
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} has {arr.shape[1]} dims, the index expects {dim} (shape (n, {dim}))")
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return int(batch_size)
 
 
 def check_search_args(k: Any, shortlist: Any, mode: Any) -> tuple[int, int, SearchMode]:

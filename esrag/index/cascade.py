@@ -3,12 +3,15 @@
 A document is stored as (a) its coarse vector — the coarse source view (layer Lc, full
 width) through a fitted :class:`~esrag.index.transforms.FittedTransform` — inside a FAISS
 index, (b) its fine vector (Ld, dd) in a contiguous array, and (c) its text and metadata.
-A search encodes each query once (both views), takes a ``shortlist`` from the coarse index
-(pre-filtered by metadata through an ``IDSelector``), gathers those fine vectors and ranks
-them exactly.
+A search encodes each query once (both views, from one encoder pass), takes a ``shortlist``
+from the coarse index (pre-filtered by metadata through an ``IDSelector``), gathers those
+fine vectors and ranks them exactly. With ``mode="coarse"`` only the coarse source view is
+encoded, so an elastic encoder's pass stops at the coarse layer.
 
-Thread safety: searches take a read lock, writes (add/delete/reconfigure) a write lock, so
-a search never sees a half-applied batch; each add batch becomes visible atomically.
+Thread safety: searches take a read lock, writes (add/delete/clear/reconfigure) a write
+lock, so a search never sees a half-applied batch; each add batch becomes visible
+atomically. The model pass of an add runs outside the lock; whether a batch is inserted or
+kept to fit the coarse stage is decided under it, so a concurrent ``clear()`` is safe.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import numpy as np
 
 from esrag._progress import progress
 from esrag.index._inputs import (
+    check_batch_size,
+    check_dim,
     check_ids,
     check_metadatas,
     check_search_args,
@@ -217,8 +222,7 @@ class CascadeIndex:
         texts = check_texts(texts)
         doc_ids = check_ids(ids, len(texts))
         metas = check_metadatas(metadatas, len(texts))
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_batch_size(batch_size)
         if not texts:
             return []
         adapter = self._require_adapter()
@@ -270,29 +274,39 @@ class CascadeIndex:
         return doc_ids
 
     def _ingest(self, batches: Iterable[_Batch]) -> None:
+        """Insert batches as they come (the model pass runs outside the lock).
+
+        Until the coarse stage exists, batches are kept until ``train_size`` documents (or
+        the last batch) have arrived, then the stage is fitted on them. Whether the stage
+        exists is decided under the write lock, so a concurrent ``clear()`` (or another
+        thread fitting first) cannot slip in between the decision and the insert.
+        """
         pending: list[_Batch] = []
         pending_n = 0
         for batch in batches:
-            if self._coarse is not None:
-                self._insert(*batch)
-                continue
-            pending.append(batch)
-            pending_n += len(batch[0])
-            if pending_n >= self.config.train_size:
-                self._start(pending)
-                pending = []
+            doc_ids, texts, metas, source, fine = batch
+            n = len(doc_ids)
+            first = pending[0] if pending else None  # batches fitting together must agree
+            source = check_vectors("coarse_source", source, first[3].shape[1] if first else None, n)
+            fine = check_vectors("fine", fine, first[4].shape[1] if first else None, n)
+            source, fine = l2_normalize(source), l2_normalize(fine)
+            pending.append((doc_ids, texts, metas, source, fine))
+            pending_n += n
+            with self._lock.write():
+                if self._coarse is None and pending_n < self.config.train_size:
+                    continue  # keep collecting the documents that fit the coarse stage
+                self._insert_pending(pending)
+            pending, pending_n = [], 0
         if pending:
-            self._start(pending)
+            with self._lock.write():
+                self._insert_pending(pending)
 
-    def _start(self, pending: list[_Batch]) -> None:
-        """Fit the transform and train the coarse index on the first documents, then add them."""
-        with self._lock.write():
-            if self._coarse is None:
-                source = np.concatenate([b[3] for b in pending])
-                fine = np.concatenate([b[4] for b in pending])
-                self._fit(l2_normalize(source), l2_normalize(fine))
-            for batch in pending:
-                self._insert(*batch)
+    def _insert_pending(self, pending: list[_Batch]) -> None:
+        """Fit the coarse stage on ``pending`` if there is none yet, then insert it (write lock held)."""
+        if self._coarse is None:
+            self._fit(np.concatenate([b[3] for b in pending]), np.concatenate([b[4] for b in pending]))
+        for batch in pending:
+            self._insert(*batch)
 
     def _fit(self, source: np.ndarray, fine: np.ndarray) -> None:
         cfg = self.config
@@ -316,26 +330,26 @@ class CascadeIndex:
         source: np.ndarray,
         fine: np.ndarray,
     ) -> None:
-        source = l2_normalize(check_vectors("coarse_source", source, self._source_dim, len(ids)))
-        fine = l2_normalize(check_vectors("fine", fine, self._fine_dim, len(ids)))
-        with self._lock.write():
-            assert self._coarse is not None and self._fine is not None and self._transform
-            coarse_vectors = self._transform(source)
-            self._remove([i for i in ids if i in self._docs.row_of])
-            n = len(ids)
-            new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-            self._coarse.add(coarse_vectors, new_ids)
-            rows = self._fine.append(fine)
-            for doc_id, text, meta in zip(ids, texts, metas, strict=True):
-                self._docs.append(doc_id, text, meta)
-            end = int(rows[-1]) + 1
-            self._alive = _grow(self._alive, end, False)
-            self._id_of_row = _grow(self._id_of_row, end, -1)
-            self._row_of_id = _grow(self._row_of_id, self._next_id + n, -1)
-            self._alive[rows] = True
-            self._id_of_row[rows] = new_ids
-            self._row_of_id[new_ids] = rows
-            self._next_id += n
+        """Upsert one batch of L2-normalised rows; the caller holds the write lock."""
+        assert self._coarse is not None and self._fine is not None and self._transform
+        check_dim("coarse_source", source, self._source_dim)
+        check_dim("fine", fine, self._fine_dim)
+        coarse_vectors = self._transform(source)
+        self._remove([i for i in ids if i in self._docs.row_of])
+        n = len(ids)
+        new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._coarse.add(coarse_vectors, new_ids)
+        rows = self._fine.append(fine)
+        for doc_id, text, meta in zip(ids, texts, metas, strict=True):
+            self._docs.append(doc_id, text, meta)
+        end = int(rows[-1]) + 1
+        self._alive = _grow(self._alive, end, False)
+        self._id_of_row = _grow(self._id_of_row, end, -1)
+        self._row_of_id = _grow(self._row_of_id, self._next_id + n, -1)
+        self._alive[rows] = True
+        self._id_of_row[rows] = new_ids
+        self._row_of_id[new_ids] = rows
+        self._next_id += n
 
     # ---------------------------------------------------------------- removal
     def _remove(self, ids: list[str]) -> int:
@@ -353,6 +367,12 @@ class CascadeIndex:
         """Delete documents by id (missing ids are ignored); returns how many were removed."""
         if isinstance(ids, str):
             raise TypeError("ids must be a list of strings, not a single string")
+        if not isinstance(ids, Iterable):
+            raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
+        ids = list(ids)
+        for position, doc_id in enumerate(ids):
+            if not isinstance(doc_id, str):
+                raise TypeError(f"ids[{position}] must be a str, got {type(doc_id).__name__}")
         wanted = list(dict.fromkeys(ids))
         with self._lock.write():
             return self._remove([i for i in wanted if i in self._docs.row_of])
@@ -401,6 +421,10 @@ class CascadeIndex:
         """(coarse source, fine) query vectors from one encoder pass."""
         return self._require_adapter().encode_queries(check_texts(queries))
 
+    def encode_query_sources(self, queries: Sequence[str]) -> np.ndarray:
+        """Coarse source query vectors only (the encoder pass stops at the coarse layer)."""
+        return self._require_adapter().encode_query_sources(check_texts(queries))
+
     def _default_shortlist(self, k: object) -> int:
         """The configured shortlist, grown to ``k`` when ``k`` is larger."""
         if isinstance(k, int) and not isinstance(k, bool):
@@ -415,33 +439,53 @@ class CascadeIndex:
         filter: Mapping[str, Any] | None = None,
         mode: SearchMode | str = SearchMode.CASCADE,
     ) -> SearchResult:
-        """Search with text queries (a str counts as one query)."""
+        """Search with text queries (a str counts as one query).
+
+        ``mode="coarse"`` encodes only the coarse source view (the pass stops at the coarse
+        layer); the other modes encode both views in one pass.
+        """
         queries = [queries] if isinstance(queries, str) else check_texts(queries)
-        check_search_args(k, self._default_shortlist(k) if shortlist is None else shortlist, mode)
+        _, _, mode = check_search_args(
+            k, self._default_shortlist(k) if shortlist is None else shortlist, mode
+        )
         if filter is not None:
             validate_filter(filter)
         if not queries:
             return SearchResult([], [])
+        if mode is SearchMode.COARSE:
+            source = self.encode_query_sources(queries)
+            return self.search_embeddings(source, None, k, shortlist, filter, mode)
         source, fine = self.encode_queries(queries)
         return self.search_embeddings(source, fine, k, shortlist, filter, mode)
 
     def search_embeddings(
         self,
         coarse_source: np.ndarray,
-        fine: np.ndarray,
+        fine: np.ndarray | None,
         k: int = 10,
         shortlist: int | None = None,
         filter: Mapping[str, Any] | None = None,
         mode: SearchMode | str = SearchMode.CASCADE,
     ) -> SearchResult:
-        """Search with precomputed (Q, source_dim) and (Q, fine_dim) query vectors."""
+        """Search with precomputed (Q, source_dim) and (Q, fine_dim) query vectors.
+
+        ``fine`` may be ``None`` with ``mode="coarse"`` (the fine stage is not used).
+        """
         k, shortlist, mode = check_search_args(
             k, self._default_shortlist(k) if shortlist is None else shortlist, mode
         )
         if filter is not None:
             validate_filter(filter)
+        if fine is None and mode is not SearchMode.COARSE:
+            raise ValueError(
+                f"fine query vectors are required with mode={mode.value!r} (only 'coarse' skips them)"
+            )
         source = l2_normalize(check_vectors("query coarse_source", coarse_source, self._source_dim))
-        fine_q = l2_normalize(check_vectors("query fine", fine, self._fine_dim, source.shape[0]))
+        fine_q = (
+            None
+            if fine is None
+            else l2_normalize(check_vectors("query fine", fine, self._fine_dim, source.shape[0]))
+        )
         with self._lock.read():
             if len(self._docs) == 0 or self._coarse is None:
                 return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
@@ -450,7 +494,8 @@ class CascadeIndex:
             out_scores: list[list[float]] = []
             for start in range(0, source.shape[0], _QUERY_CHUNK):  # bounded memory per chunk
                 part = slice(start, start + _QUERY_CHUNK)
-                scores, rows = search_rows(self, source[part], fine_q[part], k, shortlist, candidates, mode)
+                fine_part = None if fine_q is None else fine_q[part]
+                scores, rows = search_rows(self, source[part], fine_part, k, shortlist, candidates, mode)
                 for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True):
                     keep = [(r, s) for r, s in zip(rr, ss, strict=True) if r >= 0 and s > -np.inf]
                     ids.append([self._docs.ids[r] for r, _ in keep])  # type: ignore[misc]

@@ -242,6 +242,8 @@ class CoarseIndex:
         # read_index returns the concrete type
         if not (isinstance(index, faiss.IndexIDMap2) or _native_ids(index)):
             raise ValueError(f"{path}: expected an IndexIDMap2 or an IVF index, found {type(index).__name__}")
+        if index.d != dim:
+            raise ValueError(f"{path}: the coarse index has {index.d} dims, the manifest says {dim}")
         return cls(
             dim,
             index_type,

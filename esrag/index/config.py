@@ -96,13 +96,13 @@ class CascadeConfig:
             raise ValueError(
                 f"CascadeConfig.index_type must be a faiss factory string, got {self.index_type!r}"
             )
-        if not self.adapter_ridge > 0:
-            raise ValueError(f"CascadeConfig.adapter_ridge must be > 0, got {self.adapter_ridge!r}")
-        if self.exact_filter_threshold < 0:
-            raise ValueError(
-                f"CascadeConfig.exact_filter_threshold must be >= 0, got {self.exact_filter_threshold!r}"
-            )
-        if self.use_gpu not in (None, True, False):
+        ridge = self.adapter_ridge
+        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0:
+            raise ValueError(f"CascadeConfig.adapter_ridge must be a number > 0, got {ridge!r}")
+        threshold = self.exact_filter_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+            raise ValueError(f"CascadeConfig.exact_filter_threshold must be an int >= 0, got {threshold!r}")
+        if not (self.use_gpu is None or isinstance(self.use_gpu, bool)):
             raise ValueError(f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}")
 
     def replace(self, **changes: Any) -> CascadeConfig:
@@ -124,6 +124,8 @@ class CascadeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CascadeConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise TypeError(f"CascadeConfig.from_dict expects a dict, got {type(data).__name__}")
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

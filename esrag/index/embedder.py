@@ -1,10 +1,19 @@
 """Uniform access to the two kinds of embedders an index accepts.
 
 * an elastic ESE encoder (``esrag.encoder.EspressoEncoder``, or a wrapper exposing one as
-  ``.encoder``): one ``encode`` pass yields the coarse source view (Lc, hidden) and the fine
-  view (Ld, dd);
+  ``.encoder``, such as :class:`~esrag.langchain.embeddings.EspressoEmbeddings`): one
+  ``encode`` pass yields the coarse source view (Lc, hidden) and the fine view (Ld, dd);
 * any LangChain ``Embeddings``: its L2-normalised vector is both the coarse source and the
   fine vector.
+
+Views of a wrapper: when the wrapper has ``document_view`` and ``query_view`` (as
+``EspressoEmbeddings`` does) they are the fine views: documents are stored with
+``document_view`` and queries are reranked with ``query_view`` (both have the same dim), so
+the index ranks like the wrapper's own ``embed_documents``/``embed_query``. The coarse
+source view stays ``(CascadeConfig.coarse_layer, hidden)`` and comes from the same encoder
+pass. Setting ``CascadeConfig.fine_view`` as well is allowed only when it equals both
+views; otherwise it is a ``ValueError`` (silently preferring one of the two would index
+with a view the caller did not ask for).
 """
 
 from __future__ import annotations
@@ -28,11 +37,25 @@ def is_elastic(obj: object) -> bool:
     return all(hasattr(obj, name) for name in ("num_layers", "hidden_size", "encode", "default_view"))
 
 
-def _unwrap(embedder: Any) -> Any:
+def _unwrap(embedder: Any) -> tuple[Any, tuple[View, View] | None]:
+    """(the elastic encoder inside ``embedder``, or ``embedder``; the wrapper's (document,
+    query) views when it is a wrapper that has them)."""
     if is_elastic(embedder):
-        return embedder
+        return embedder, None
     inner = getattr(embedder, "encoder", None)
-    return inner if inner is not None and is_elastic(inner) else embedder
+    if inner is None or not is_elastic(inner):
+        return embedder, None
+    doc, query = getattr(embedder, "document_view", None), getattr(embedder, "query_view", None)
+    if isinstance(doc, View) and isinstance(query, View):
+        return inner, (doc, query)
+    return inner, None
+
+
+def _check_view(label: str, view: View, layers: int, hidden: int) -> View:
+    try:
+        return validate_views([view], layers, hidden)[0]
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
 
 
 def _config_fingerprint(embedder: Any) -> str:
@@ -53,21 +76,28 @@ class EmbedderAdapter:
 
     def __init__(self, embedder: Any, config: CascadeConfig) -> None:
         self.original = embedder
-        self.model = _unwrap(embedder)
+        self.model, wrapper_views = _unwrap(embedder)
         self.elastic = is_elastic(self.model)
+        self.query_view: View | None = None
+        """Fine view of the queries (the wrapper's ``query_view``; else :attr:`fine_view`)."""
         if self.elastic:
             enc = self.model
-            layer = config.coarse_layer or int(enc.num_layers)
-            fine = config.fine_view or enc.default_view
-            self.source_view, self.fine_view = (
-                validate_views(
-                    [View(layer, int(enc.hidden_size)), fine],
-                    int(enc.num_layers),
-                    int(enc.hidden_size),
+            layers, hidden = int(enc.num_layers), int(enc.hidden_size)
+            fine, query = self._fine_views(config, wrapper_views, enc.default_view)
+            layer = config.coarse_layer or layers
+            if not 1 <= layer <= layers:
+                raise ValueError(
+                    f"CascadeConfig.coarse_layer {layer} is outside the encoder's layers 1..{layers}"
                 )
-                if View(layer, int(enc.hidden_size)) != fine
-                else (fine, fine)
-            )
+            self.source_view = View(layer, hidden)
+            label = "CascadeConfig.fine_view" if config.fine_view is not None else "fine view"
+            self.fine_view = _check_view(label, fine, layers, hidden)
+            self.query_view = _check_view("query view", query, layers, hidden)
+            if self.query_view.dim != self.fine_view.dim:
+                raise ValueError(
+                    f"query_view {self.query_view} and document_view {self.fine_view} of "
+                    f"{type(embedder).__name__} must have the same dim"
+                )
             self.source_dim: int | None = self.source_view.dim
             self.fine_dim: int | None = self.fine_view.dim
             self.name = str(getattr(enc, "name", type(enc).__name__))
@@ -83,6 +113,23 @@ class EmbedderAdapter:
             self.name = f"{type(self.model).__module__}.{type(self.model).__qualname__}"
             self.kind = "embeddings"
 
+    @staticmethod
+    def _fine_views(
+        config: CascadeConfig, wrapper_views: tuple[View, View] | None, default: View
+    ) -> tuple[View, View]:
+        """(document fine view, query fine view); see the module docstring."""
+        if wrapper_views is None:
+            fine = config.fine_view or default
+            return fine, fine
+        doc, query = wrapper_views
+        if config.fine_view is not None and (config.fine_view != doc or config.fine_view != query):
+            raise ValueError(
+                f"CascadeConfig.fine_view {config.fine_view} conflicts with the embeddings' views "
+                f"(document_view {doc}, query_view {query}): leave fine_view unset to use the "
+                "embeddings' views, or make them agree"
+            )
+        return doc, query
+
     @property
     def fingerprint(self) -> str:
         if self.elastic:
@@ -94,18 +141,21 @@ class EmbedderAdapter:
         """Whether the coarse source and the fine vector are the same vector."""
         return not self.elastic or self.source_view == self.fine_view
 
-    def _views(self) -> list[View]:
-        assert self.source_view is not None and self.fine_view is not None
-        if self.source_view == self.fine_view:
-            return [self.fine_view]
-        return [self.source_view, self.fine_view]
-
-    def _elastic(self, texts: Sequence[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, texts: Sequence[str], views: list[View], batch_size: int) -> list[np.ndarray]:
+        """One encoder pass over ``texts``: one float32 array per distinct view asked."""
+        distinct = list(dict.fromkeys(views))
         arrays = self.model.encode(
-            list(texts), views=self._views(), batch_size=batch_size, show_progress_bar=False
+            list(texts), views=distinct, batch_size=batch_size, show_progress_bar=False
         )
-        arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
-        return (arrays[0], arrays[0]) if len(arrays) == 1 else (arrays[0], arrays[1])
+        by_view = dict(zip(distinct, (np.asarray(a, dtype=np.float32) for a in arrays), strict=True))
+        return [by_view[v] for v in views]
+
+    def _pair(
+        self, texts: Sequence[str], fine: View | None, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        assert self.source_view is not None and fine is not None
+        source, fine_vectors = self._encode(texts, [self.source_view, fine], batch_size)
+        return source, fine_vectors
 
     def _plain(self, vectors: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
         arr = np.asarray(vectors, dtype=np.float32)
@@ -117,11 +167,21 @@ class EmbedderAdapter:
     def encode_documents(
         self, texts: Sequence[str], *, batch_size: int = 64
     ) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse source, fine) vectors of documents from one encoder pass."""
         if self.elastic:
-            return self._elastic(texts, batch_size)
+            return self._pair(texts, self.fine_view, batch_size)
         return self._plain(self.model.embed_documents(list(texts)))
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse source, fine) vectors of queries from one encoder pass."""
         if self.elastic:
-            return self._elastic(texts, batch_size)
+            return self._pair(texts, self.query_view, batch_size)
         return self._plain([self.model.embed_query(t) for t in texts])
+
+    def encode_query_sources(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Only the coarse source vectors of queries (``mode="coarse"``): an elastic encoder's
+        pass stops at the coarse layer."""
+        if self.elastic:
+            assert self.source_view is not None
+            return self._encode(texts, [self.source_view], batch_size)[0]
+        return self._plain([self.model.embed_query(t) for t in texts])[0]

@@ -108,7 +108,7 @@ def _load_ids(path: Path, count: int | None) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise IndexFormatError(f"{path}: unreadable ids ({exc})") from None
     if arr.dtype != np.int64 or arr.ndim != 1 or (count is not None and arr.size != count):
-        raise IndexFormatError(f"{path}: expected int64 ids of shape ({count},), got {arr.shape}")
+        raise IndexFormatError(f"{path}: expected int64 ids of shape ({count},), got {arr.dtype} {arr.shape}")
     return arr
 
 
@@ -140,10 +140,17 @@ def load_index(
         raise IndexFormatError(str(exc)) from None
     if (transform.source_dim, transform.dim) != (manifest.source_dim, manifest.coarse_dim):
         raise IndexFormatError(f"{folder / 'transform.json'}: dims disagree with the manifest")
+    if transform.kind.value != manifest.transform:
+        raise IndexFormatError(
+            f"{folder / 'transform.json'}: transform {transform.kind.value!r} disagrees with the "
+            f"manifest ({manifest.transform!r})"
+        )
     ids = _load_ids(folder / IDS_FILE, manifest.count)
     tombstones = _load_ids(folder / TOMBSTONES_FILE, manifest.tombstones)
     if ids.size and (ids.min() < 0 or ids.max() >= manifest.next_id):
         raise IndexFormatError(f"{folder / IDS_FILE}: ids outside 0..{manifest.next_id - 1}")
+    if np.unique(ids).size != ids.size:
+        raise IndexFormatError(f"{folder / IDS_FILE}: duplicate ids")
     try:
         coarse = CoarseIndex.read(
             folder / COARSE_FILE,

@@ -50,13 +50,16 @@ def fit_coarse(
 def search_rows(
     index: CascadeIndex,
     source: np.ndarray,
-    fine_q: np.ndarray,
+    fine_q: np.ndarray | None,
     k: int,
     shortlist: int,
     candidates: np.ndarray | None,
     mode: SearchMode,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, rows) of a chunk of queries; rows -1 / scores -inf where missing."""
+    """Top-k (scores, rows) of a chunk of queries; rows -1 / scores -inf where missing.
+
+    ``fine_q`` is only read by the ``cascade`` and ``fine`` modes (``None`` for ``coarse``).
+    """
     assert index._coarse is not None and index._fine is not None and index._transform
     fine_store = index._fine
     if candidates is not None and candidates.size == 0:
@@ -65,6 +68,7 @@ def search_rows(
     n_match = len(index._docs) if candidates is None else candidates.size
 
     def exact() -> tuple[np.ndarray, np.ndarray]:
+        assert fine_q is not None
         return fine_store.topk(fine_q, k, candidates=candidates, alive=index._alive)
 
     if mode is SearchMode.FINE:
@@ -84,6 +88,7 @@ def search_rows(
     if mode is SearchMode.COARSE:
         c_scores = np.where(valid, c_scores, -np.inf).astype(np.float32)
         return c_scores[:, :k], rows[:, :k]
+    assert fine_q is not None
     scores = fine_store.score(fine_q, np.maximum(rows, 0))
     scores[~valid] = -np.inf
     kk = min(k, scores.shape[1])

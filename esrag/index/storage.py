@@ -12,7 +12,8 @@ Layout of ``<folder>/``::
 
 Saves go through :func:`esrag._io.atomic_folder` (temp folder, fsync, rename): a crash at
 any point leaves the previous index in place. Loads check the format version, that every
-listed file exists with the recorded size and SHA-256, and raise :class:`IndexFormatError`
+listed file exists with the recorded size and SHA-256, that every file the format requires
+is listed (an edited manifest cannot skip a checksum), and raise :class:`IndexFormatError`
 naming the file otherwise.
 """
 
@@ -34,6 +35,8 @@ from esrag._io import atomic_folder, recover_folder, sha256_file
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
+    "REQUIRED_FILES",
+    "TRANSFORM_ARRAY_FILES",
     "IndexFormatError",
     "Manifest",
     "ModelMismatchError",
@@ -45,6 +48,12 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = ("coarse.faiss", "docs.jsonl", "fine.npy", "ids.npy", "tombstones.npy", "transform.json")
+"""Files every index folder holds (and its manifest must list with their checksums)."""
+TRANSFORM_ARRAY_FILES = ("transform_bias.npy", "transform_matrix.npy")
+"""Also required when the transform is not ``prefix``."""
+_EMBEDDER_KINDS = ("elastic", "embeddings", "none")
+_COUNT_FIELDS = ("source_dim", "fine_dim", "coarse_dim", "count", "next_id", "tombstones")
 
 
 class IndexFormatError(ValueError):
@@ -115,17 +124,51 @@ class Manifest:
         missing = sorted(n for n in names if n not in data and n not in ("esrag_version", "created_at"))
         if missing:
             raise IndexFormatError(f"{path}: manifest lacks field(s) {missing}")
-        try:
-            values = {k: v for k, v in data.items() if k in names}
-            values["files"] = {
-                str(name): FileEntry(str(e["sha256"]), int(e["bytes"])) for name, e in data["files"].items()
-            }
-            for name in ("coarse_source_view", "fine_view"):
-                if values[name] is not None:
-                    values[name] = (int(values[name][0]), int(values[name][1]))
-            return cls(**values)
-        except (TypeError, KeyError, ValueError, IndexError) as exc:
-            raise IndexFormatError(f"{path}: malformed manifest ({exc})") from None
+        problem = _field_problem(data)
+        if problem:
+            raise IndexFormatError(f"{path}: malformed manifest ({problem})")
+        values = {k: v for k, v in data.items() if k in names}
+        values["files"] = {name: FileEntry(e["sha256"], e["bytes"]) for name, e in data["files"].items()}
+        for name in ("coarse_source_view", "fine_view"):
+            if values[name] is not None:
+                values[name] = (values[name][0], values[name][1])
+        return cls(**values)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _field_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the manifest's field types, or ``None``."""
+    for name in _COUNT_FIELDS:
+        if not _is_count(data[name]):
+            return f"field {name!r} must be a non-negative int, got {data[name]!r}"
+    for name in ("transform", "index_type"):
+        if not isinstance(data[name], str):
+            return f"field {name!r} must be a str, got {data[name]!r}"
+    for name in ("model_name", "model_fingerprint"):
+        if data[name] is not None and not isinstance(data[name], str):
+            return f"field {name!r} must be a str or null, got {data[name]!r}"
+    if data["embedder_kind"] not in _EMBEDDER_KINDS:
+        return f"field 'embedder_kind' must be one of {list(_EMBEDDER_KINDS)}, got {data['embedder_kind']!r}"
+    for name in ("coarse_source_view", "fine_view"):
+        view = data[name]
+        if view is not None and not (isinstance(view, list) and len(view) == 2 and all(map(_is_count, view))):
+            return f"field {name!r} must be [layer, dim] or null, got {view!r}"
+    if not isinstance(data["config"], dict):
+        return f"field 'config' must be an object, got {data['config']!r}"
+    files = data["files"]
+    if not isinstance(files, dict):
+        return f"field 'files' must be an object of file name -> {{sha256, bytes}}, got {files!r}"
+    for name, entry in files.items():
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            return f"files: {name!r} is not a plain file name"
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_count(entry.get("bytes"))
+        ):
+            return f"files[{name!r}] must be {{'sha256': str, 'bytes': int}}, got {entry!r}"
+    return None
 
 
 def write_index_folder(
@@ -163,6 +206,15 @@ def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_json(data, path=path)
+    required = set(REQUIRED_FILES)
+    if manifest.transform != "prefix":
+        required |= set(TRANSFORM_ARRAY_FILES)
+    unlisted = sorted(required - set(manifest.files))
+    if unlisted:
+        raise IndexFormatError(
+            f"{path}: required file(s) {unlisted} are not listed in 'files' "
+            "(the manifest is incomplete or was edited)"
+        )
     for name, entry in manifest.files.items():
         file = folder / name
         if not file.is_file():

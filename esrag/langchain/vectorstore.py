@@ -19,6 +19,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from esrag.index import CascadeConfig, CascadeIndex, SearchMode
+from esrag.index._inputs import check_batch_size
 
 __all__ = ["CascadeRetriever", "CascadeVectorStore"]
 
@@ -42,9 +43,9 @@ class CascadeVectorStore(VectorStore):
         index: CascadeIndex | None = None,
         batch_size: int = 64,
     ) -> None:
+        self.batch_size = check_batch_size(batch_size)
         self.index = index if index is not None else CascadeIndex(embedding, config)
         self._embedding = embedding
-        self.batch_size = batch_size
 
     @property
     def embeddings(self) -> Embeddings | None:
@@ -60,10 +61,13 @@ class CascadeVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[str]:
         """Embed and upsert texts; ``None`` ids (or no ids) get a fresh uuid4."""
-        batch_size = int(kwargs.pop("batch_size", self.batch_size))
+        batch_size = kwargs.pop("batch_size", self.batch_size)
         show = kwargs.pop("show_progress_bar", None)
         if kwargs:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+            raise TypeError(
+                f"add_texts: unexpected keyword argument(s) {sorted(kwargs)}; "
+                "supported: metadatas, ids, batch_size, show_progress_bar"
+            )
         texts = list(texts)
         if ids is not None and not any(i is not None for i in ids):
             ids = None
@@ -71,6 +75,8 @@ class CascadeVectorStore(VectorStore):
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete by id (missing ids are ignored); ``ids=None`` deletes everything."""
+        if kwargs:
+            raise TypeError(f"delete: unexpected keyword argument(s) {sorted(kwargs)}; supported: ids")
         if ids is None:
             self.index.clear()
         else:
@@ -104,7 +110,7 @@ class CascadeVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
         """Documents most similar to ``query`` with their cosine similarity (higher is better)."""
-        _check_kwargs(kwargs)
+        _check_kwargs("similarity_search", kwargs, ("k", "filter", "shortlist", "mode"))
         shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
         result = self.index.search([query], k=k, shortlist=shortlist, filter=filter, mode=mode)
         return self._documents(result.ids[0], result.scores[0])
@@ -129,7 +135,7 @@ class CascadeVectorStore(VectorStore):
         shallow coarse layer) a single vector cannot feed both stages: this runs the exact
         fine-only search.
         """
-        _check_kwargs(kwargs)
+        _check_kwargs("similarity_search_by_vector", kwargs, ("k", "filter", "shortlist"))
         vector = np.asarray(embedding, dtype=np.float32)[None, :]
         same = self.index.same_vectors
         mode = SearchMode.CASCADE if same else SearchMode.FINE
@@ -158,7 +164,11 @@ class CascadeVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """``fetch_k`` cascade results re-selected for diversity (MMR on the fine vectors)."""
-        _check_kwargs(kwargs)
+        _check_kwargs(
+            "max_marginal_relevance_search",
+            kwargs,
+            ("k", "fetch_k", "lambda_mult", "filter", "shortlist"),
+        )
         if len(self.index) == 0:
             return []
         source, fine_q = self.index.encode_queries([query])
@@ -194,7 +204,10 @@ class CascadeVectorStore(VectorStore):
     ) -> CascadeVectorStore:
         """Build a store from texts: fits the coarse transform on them and trains the index."""
         if kwargs:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+            raise TypeError(
+                f"from_texts: unexpected keyword argument(s) {sorted(kwargs)}; supported: metadatas, "
+                "ids, config, batch_size, show_progress_bar"
+            )
         store = cls(embedding, config, batch_size=batch_size)
         store.add_texts(texts, metadatas, ids=ids, show_progress_bar=show_progress_bar)
         return store
@@ -217,10 +230,11 @@ class CascadeVectorStore(VectorStore):
         return CascadeRetriever(vectorstore=self, tags=tags, **kwargs)
 
 
-def _check_kwargs(kwargs: dict[str, Any]) -> None:
+def _check_kwargs(method: str, kwargs: dict[str, Any], supported: Sequence[str]) -> None:
+    """Reject search keyword arguments ``method`` does not take, listing those it does."""
     if kwargs:
         raise TypeError(
-            f"unexpected search argument(s) {sorted(kwargs)}; supported: k, filter, shortlist, mode"
+            f"{method}: unexpected search argument(s) {sorted(kwargs)}; supported: {', '.join(supported)}"
         )
 
 
