@@ -257,10 +257,61 @@ def test_help_everywhere() -> None:
         [sys.executable, "-m", "esrag.cli.main", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "build" in out.stdout and "run" in out.stdout
-    for command in ("build", "search", "eval", "sweep", "tune", "run"):
+    for command in ("build", "search", "eval", "sweep", "tune", "run", "train"):
         with pytest.raises(SystemExit) as exc:
             main([command, "--help"])
         assert exc.value.code == 0
+
+
+def test_train_cli_args_import_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import esrag.train.cli_args\n"
+        "import esrag.train\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules)\n"
+        "print('HEAVY:' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "HEAVY:"
+
+
+def test_train_help_is_thin_and_lists_the_options() -> None:
+    code = (
+        "import sys\n"
+        "from esrag.cli.main import main\n"
+        "try:\n"
+        "    main(['train', '--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--train" in out.stdout and "--checkpoint-dir" in out.stdout
+    assert out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_train_bad_input(workspace: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--output", "models/t", "--base", str(tiny_model_dir), "--device", "cpu"]
+    assert main(["train", "--train", "missing.jsonl", *common]) == 2
+    err = capsys.readouterr().err
+    assert "esrag train: error: missing.jsonl: no such data file" in err
+    beir = workspace / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    write_jsonl(beir / "corpus.jsonl", [{"_id": "d1", "text": "cat"}])
+    write_jsonl(beir / "queries.jsonl", [{"_id": "q1", "text": "cat"}])
+    (beir / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    assert main(["train", "--train", "beir", *common]) == 2
+    err = capsys.readouterr().err
+    assert "esrag train: error: " in err
+    assert (
+        f"{Path('beir') / 'qrels' / 'train.tsv'}: no qrels for split 'train' (available splits: test)" in err
+    )
+    (workspace / "plain").mkdir()
+    assert main(["train", "--train", "plain", *common]) == 2
+    assert "plain: a folder is only accepted as a BEIR dataset" in capsys.readouterr().err
+    assert not (workspace / "models").exists()
 
 
 @pytest.fixture()
@@ -374,7 +425,12 @@ timing_queries = 2
     assert "environment variable ESRAG_NOT_SET_X is not set" in capsys.readouterr().err
     recipe.write_text("[build\n")
     assert main(["run", str(recipe)]) == 2
-    assert "invalid TOML" in capsys.readouterr().err
+    assert f"{recipe}:1:7: invalid TOML: Expected ']' at the end of a table declaration" in (
+        capsys.readouterr().err
+    )
+    recipe.write_text('[pipeline]\nmodel = "m"\nquiet = = true\n')
+    assert main(["run", str(recipe)]) == 2
+    assert f"{recipe}:3:9: invalid TOML: Invalid value\n" in capsys.readouterr().err
 
 
 def test_build_with_embedding_cache_matches_plain_build(

@@ -183,3 +183,53 @@ def test_config_validation() -> None:
         cfg.differences(config(kind="scored", layers=[1, 2], score_range=[0, 5], show_progress=False)) == []
     )
     assert cfg.differences(config(kind="scored", layers=[1], score_range=[0, 5])) == ["layers"]
+
+
+def test_error_lines_skip_blank_lines_and_span_quoted_fields(tmp_path: Path) -> None:
+    blank = tmp_path / "gap.jsonl"
+    blank.write_text('{"anchor": "a", "positive": "b"}\n\n{"anchor": "c", "positive": " "}\n')
+    with pytest.raises(DataError, match=r"gap\.jsonl:3: field 'positive': row 2: empty text"):
+        load_source(str(blank), config())
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('anchor,positive\na,"two\nlines"\n\nc,\n')
+    with pytest.raises(DataError, match=r"quoted\.csv:5: field 'positive': row 2: empty text"):
+        load_source(str(quoted), config())
+    quoted.write_text('anchor,positive\na,"two\nlines"\nc,d\n')
+    (ex,) = load_source(str(quoted), config())
+    assert ex.positives == ["two\nlines", "d"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"anchor": "a", "positive": "b"}\n\n{"anchor": "c", "positive": \n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: invalid JSON at column"):
+        load_source(str(bad), config())
+
+
+def test_json_array_errors_name_the_element(tmp_path: Path) -> None:
+    array = tmp_path / "rows.json"
+    rows = [{"anchor": "a", "positive": "b"}, {"anchor": "c", "positive": ""}]
+    array.write_text(json.dumps(rows, indent=2))
+    with pytest.raises(DataError, match=r"rows\.json: field 'positive': element \[1\]: empty text"):
+        load_source(str(array), config())
+    rows[1]["positive"] = "d"
+    array.write_text(json.dumps(rows, indent=2))
+    (ex,) = load_source(str(array), config())
+    assert ex.positives == ["b", "d"]
+    array.write_text('[\n  {"anchor": "a",\n   "positive": }\n]\n')
+    with pytest.raises(DataError, match=r"rows\.json:3: invalid JSON at column 16"):
+        load_source(str(array), config())
+    lines = tmp_path / "lines.json"  # JSON Lines under a .json name
+    lines.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "c", "positive": "d"}\n{"anchor": 1\n')
+    with pytest.raises(DataError, match=r"lines\.json:3: invalid JSON"):
+        load_source(str(lines), config())
+    lines.write_text('{"anchor": "a", "positive": "b"}\n\n{"anchor": "c", "positive": 4}\n')
+    with pytest.raises(DataError, match=r"lines\.json:3: field 'positive': row 2: expected text, got int 4"):
+        load_source(str(lines), config())
+
+
+def test_csv_cells_are_text_and_scores_are_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("sentence1,sentence2,score\n1,2,4\n3,4,2.5\n")
+    (ex,) = load_source(str(path), config())
+    assert ex.anchors == ["1", "3"] and ex.scores == [4.0, 2.5]
+    path.write_text("sentence1,sentence2,score\na,b,1\nc,d,nan\n")
+    with pytest.raises(DataError, match=r"s\.csv:3: field 'score': row 2: expected a finite number, got nan"):
+        load_source(str(path), config(score_column="score"))

@@ -177,3 +177,22 @@ def test_pair_embeddings_shape_errors() -> None:
         PairEmbeddings(torch.zeros(2, 3), torch.zeros(3, 3))
     with pytest.raises(ValueError, match=r"scores must be \(2,\)"):
         PairEmbeddings(torch.zeros(2, 3), torch.zeros(2, 3), scores=torch.zeros(3))
+
+
+def test_logits_and_pca_target_are_float32_under_autocast() -> None:
+    from esrag.train.losses import cosine_logits
+
+    torch.manual_seed(0)
+    a, p = torch.randn(4, 8), torch.randn(4, 8)
+    batch = PairEmbeddings(a, p, negatives=torch.randn(4, 8))
+    compress = CompressLoss(4, mode="batch")
+    expected_logits = cosine_logits(batch, 20.0)
+    expected_target = CompressLoss(4, mode="batch").target(batch.texts(), 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = a @ p.T  # what autocast does to a matmul: the losses must not get this
+        logits = cosine_logits(batch, 20.0)
+        target = compress.target(batch.texts(), 1)
+        loss = compress(batch.texts(), 1)
+    assert plain.dtype == torch.bfloat16
+    assert logits.dtype == target.dtype == loss.dtype == torch.float32
+    assert torch.equal(logits, expected_logits) and torch.equal(target, expected_target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from pathlib import Path
 
@@ -143,6 +144,31 @@ def test_a_few_steps_reduce_the_loss(model_dir: Path, pairs_file: Path, tmp_path
     assert after < before - 0.1
 
 
+def test_loss_runs_in_float32_with_autocast_off(
+    model_dir: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import esrag.train.losses.infonce as infonce
+
+    real = infonce.cosine_logits
+    seen: list[tuple[torch.dtype, bool]] = []
+
+    def logits(batch: PairEmbeddings, scale: float) -> torch.Tensor:
+        seen.append((batch.anchors.dtype, torch.is_autocast_enabled("cpu")))
+        return real(batch, scale)
+
+    monkeypatch.setattr(infonce, "cosine_logits", logits)
+    trainer = Trainer(tiny_config(model_dir, pairs_file, tmp_path / "o"))
+    trainer.layers = [1, 3]
+    trainer.infonce, trainer.cosent, _ = trainer._losses()
+    trainer._amp_dtype = torch.bfloat16  # what fit() sets for bf16 on CUDA; CPU autocast here
+    enc = EspressoEncoder(model_dir, device="cpu")
+    with torch.no_grad():
+        out = trainer._loss(enc, Batch(0, ["cat dog", "red car"], ["cat dog runs", "red car"], None, None))
+    assert out.loss.dtype == torch.float32 and math.isfinite(out.parts["loss"])
+    # the encoder ran under autocast; the loss saw float32 embeddings with autocast off
+    assert seen and all(item == (torch.float32, False) for item in seen)
+
+
 def _weights(folder: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(Path(folder) / "model.safetensors"))
 
@@ -161,12 +187,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_step=crash)
     assert not (tmp_path / "b").exists()
-    state = json.loads((tmp_path / "b-checkpoints" / "step-00000002" / "state.json").read_text())
-    assert state["step"] == 2
+    # the interrupt checkpointed the finished step 3 (and pruned step 2: keep_checkpoints=1)
+    state = json.loads((tmp_path / "b-checkpoints" / "step-00000003" / "state.json").read_text())
+    assert state["step"] == 3
+    assert not (tmp_path / "b-checkpoints" / "step-00000002").exists()
     resumed = train(cfg)
     # dropout drew from the restored RNG: the generator ends where the uninterrupted one did
     assert torch.equal(torch.get_rng_state(), rng_after_reference)
-    assert resumed.resumed_from == 2 and resumed.steps == 6
+    assert resumed.resumed_from == 3 and resumed.steps == 6
+    assert resumed.history == reference.history
     first, second = _weights(reference.output), _weights(resumed.output)
     assert first.keys() == second.keys()
     for name in first:
@@ -255,9 +284,155 @@ def test_model_shape_errors(model_dir: Path, pairs_file: Path, tmp_path: Path) -
         train(tiny_config(model_dir, pairs_file, tmp_path / "y", layers=(3,)))
 
 
-def test_gradient_checkpointing_and_cpu_precision_fallback(
-    model_dir: Path, pairs_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _interrupt_loss_call(monkeypatch: pytest.MonkeyPatch, call: int, *, after: bool) -> None:
+    """Make the ``call``-th ``Trainer._loss`` raise KeyboardInterrupt (``after``: once the
+    forward pass ran, so dropout's RNG and the running PCA have moved on)."""
+    real = Trainer._loss
+    calls = {"n": 0}
+
+    def loss(self: Trainer, enc: EspressoEncoder, batch: Batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == call and not after:
+            raise KeyboardInterrupt
+        out = real(self, enc, batch)
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(Trainer, "_loss", loss)
+
+
+def test_resume_after_an_eval_step_checkpoint_keeps_its_history(
+    model_dir: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    options = dict(eval_fraction=0.25, eval_every=2, save_every=0, keep_checkpoints=3)
+    reference = train(tiny_config(model_dir, pairs_file, tmp_path / "a", **options))
+    assert [r["step"] for r in reference.history if "eval" in r] == [2, 4, 6]
+    cfg = tiny_config(model_dir, pairs_file, tmp_path / "b", **options)
+    with monkeypatch.context() as patch:
+        _interrupt_loss_call(patch, 3, after=False)  # the forward pass of step 3
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    root = tmp_path / "b-checkpoints"
+    # steps 0 and 2 were checkpointed at their evaluations; the interrupt found step 2 there
+    assert [p.name for p in sorted(root.glob("step-*"))] == ["step-00000000", "step-00000002"]
+    state = json.loads((root / "step-00000002" / "state.json").read_text())
+    assert [r["step"] for r in state["history"]] == [1, 2] and "eval" in state["history"][-1]
+    resumed = train(cfg)
+    assert resumed.resumed_from == 2
+    assert resumed.history == reference.history
+    assert (resumed.best_step, resumed.best_score) == (reference.best_step, reference.best_score)
+    first, second = _weights(reference.output), _weights(resumed.output)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_keyboard_interrupt_mid_step_checkpoints_the_last_finished_step(
+    model_dir: Path,
+    pairs_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = dict(save_every=0, grad_accum=2)  # no checkpoint before the end but the interrupt's
+    reference = train(tiny_config(model_dir, pairs_file, tmp_path / "a", **options))
+    cfg = tiny_config(model_dir, pairs_file, tmp_path / "b", **options)
+    with monkeypatch.context() as patch:
+        _interrupt_loss_call(patch, 9, after=True)  # 1st micro-batch of step 5, after its forward
+        with caplog.at_level("WARNING", logger="esrag.train.trainer"), pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    assert "interrupted at step 4; run the same command again to resume from step 4" in caplog.text
+    root = tmp_path / "b-checkpoints"
+    assert [p.name for p in sorted(root.glob("step-*"))] == ["step-00000004"]
+    assert not list(root.glob(".step-*"))  # written atomically: no temporary folder left
+    resumed = train(cfg)
+    assert resumed.resumed_from == 4 and resumed.steps == 6
+    assert resumed.history == reference.history
+    first, second = _weights(reference.output), _weights(resumed.output)
+    for name in first:  # the checkpoint holds step 4's RNG and PCA, not the aborted forward's
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_keyboard_interrupt_inside_an_update_keeps_the_previous_checkpoint(
+    model_dir: Path, pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = torch.nn.utils.clip_grad_norm_
+    calls = {"n": 0}
+
+    def clip(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 4:  # inside step 4's optimizer update: no consistent state to save
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(model_dir, pairs_file, tmp_path / "b", keep_checkpoints=5))
+    root = tmp_path / "b-checkpoints"
+    assert [p.name for p in sorted(root.glob("step-*"))] == ["step-00000002"]
+
+
+def test_output_and_checkpoint_folders_are_only_replaced_when_ours(
+    model_dir: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(
+        ValueError,
+        match=r"foreign: output exists and is not an esrag encoder folder \(no esrag\.json\); "
+        r"refusing to replace it",
+    ):
+        train(tiny_config(model_dir, pairs_file, foreign))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file: output exists and is not a folder"):
+        train(tiny_config(model_dir, pairs_file, tmp_path / "file"))
+    with pytest.raises(
+        ValueError,
+        match=r"foreign: checkpoint folder exists and is not an esrag checkpoint folder "
+        r"\(it holds 'notes\.txt'\); refusing to delete it",
+    ):
+        train(tiny_config(model_dir, pairs_file, tmp_path / "m", resume=False, checkpoint_dir=str(foreign)))
+    with pytest.raises(ValueError, match=r"file: checkpoint folder exists .*\(it is a file\)"):
+        cfg = tiny_config(
+            model_dir, pairs_file, tmp_path / "m", resume=False, checkpoint_dir=str(tmp_path / "file")
+        )
+        train(cfg)
+    assert (foreign / "notes.txt").read_text() == "mine" and (tmp_path / "file").read_text() == "x"
+    assert not (tmp_path / "m").exists()
+    # our own output and checkpoints are replaced when starting over; an empty output is fine
+    (tmp_path / "m").mkdir()
+    options = dict(max_steps=2, save_every=1, keep_checkpoints=5)
+    train(tiny_config(model_dir, pairs_file, tmp_path / "m", **options))
+    (tmp_path / "m-checkpoints" / ".step-00000009.tmp-x").mkdir()  # a stale atomic_folder temp
+    again = train(tiny_config(model_dir, pairs_file, tmp_path / "m", resume=False, **options))
+    assert again.resumed_from is None and again.steps == 2
+    assert sorted(p.name for p in (tmp_path / "m-checkpoints").iterdir()) == [
+        "step-00000001",
+        "step-00000002",
+    ]
+    assert (tmp_path / "m" / "esrag.json").is_file()
+
+
+def test_gradient_checkpointing_and_cpu_precision_fallback(
+    model_dir: Path,
+    pairs_file: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = Trainer._loss
+    seen: list[tuple[bool, bool]] = []
+
+    def loss(self: Trainer, enc: EspressoEncoder, batch: Batch):  # type: ignore[no-untyped-def]
+        model = enc.model  # transformers 5 renamed is_gradient_checkpointing
+        enabled = getattr(model, "is_activation_checkpointing", None)
+        if enabled is None:
+            enabled = model.is_gradient_checkpointing
+        seen.append((bool(enabled), model.training))
+        return real(self, enc, batch)
+
+    monkeypatch.setattr(Trainer, "_loss", loss)
     cfg = tiny_config(
         model_dir,
         pairs_file,
@@ -271,5 +446,7 @@ def test_gradient_checkpointing_and_cpu_precision_fallback(
     with caplog.at_level("WARNING", logger="esrag.train.trainer"):
         result = train(cfg)
     assert result.steps == 2 and result.final_loss is not None
+    # every micro-batch ran on the model in training mode with checkpointing switched on
+    assert seen == [(True, True)] * 4
     assert "precision bf16 needs CUDA; training in fp32" in caplog.text
     assert EspressoEncoder(result.output, device="cpu").encode(["cat"]).shape == (1, 32)

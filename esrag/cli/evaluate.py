@@ -42,18 +42,24 @@ def load_labels(
     args: argparse.Namespace, *, required: bool = True
 ) -> tuple[dict[str, str] | None, dict[str, dict[str, int]] | None]:
     """(queries, qrels) from --beir or --queries/--qrels; (None, None) when allowed absent."""
+    from pathlib import Path
+
     from esrag.data.beir import load_qrels, load_queries
+    from esrag.evaluation.metrics import require_judged_queries
+
+    def labelled(queries_path: Path, qrels_path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+        queries, qrels = load_queries(queries_path), load_qrels(qrels_path)
+        require_judged_queries(queries, qrels, where=f"{qrels_path} (queries from {queries_path})")
+        return queries, qrels
 
     if args.beir:
-        from pathlib import Path
-
         folder = Path(args.beir)
         qrels_path = folder / "qrels" / f"{args.split}.tsv"
         if not qrels_path.is_file():
             raise CliError(f"{qrels_path}: no qrels for split {args.split!r} in BEIR folder {folder}")
-        return load_queries(folder / "queries.jsonl"), load_qrels(qrels_path)
+        return labelled(folder / "queries.jsonl", qrels_path)
     if args.queries and args.qrels:
-        return load_queries(args.queries), load_qrels(args.qrels)
+        return labelled(Path(args.queries), Path(args.qrels))
     if args.queries and not args.qrels and not required:
         return load_queries(args.queries), None
     if required or args.qrels:

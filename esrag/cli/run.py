@@ -28,6 +28,24 @@ _OUTPUT_KEYS = {"index", "output"}
 _POSITIONAL = {"build": "corpus", "search": "query", "run": "recipe"}
 
 
+def _toml_position(err: Exception, raw: str) -> tuple[int, int, str]:
+    """(line, column, message) of a TOML decode error; ``tomllib`` puts the position in the
+    message ("... (at line 3, column 7)", "... (at end of document)"), newer Pythons also
+    in ``lineno``/``colno``."""
+    text = str(err)
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", text)
+    if match:
+        return int(match.group(1)), int(match.group(2)), text[: match.start()]
+    match = re.search(r"\s*\(at end of document\)\s*$", text)
+    end = (raw.count("\n") + 1, len(raw) - raw.rfind("\n"))  # the position just past the text
+    if match:
+        return end[0], end[1], text[: match.start()]
+    line, column = getattr(err, "lineno", None), getattr(err, "colno", None)
+    if isinstance(line, int) and isinstance(column, int):
+        return line, column, getattr(err, "msg", text)
+    return end[0], end[1], text
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", metavar="FILE.toml", help="pipeline recipe, e.g. pipelines/quickstart.toml")
     p.add_argument(
@@ -71,7 +89,8 @@ class _Recipe:
         try:
             self.data = tomllib.loads(self.raw)
         except tomllib.TOMLDecodeError as err:
-            raise CliError(f"{path}: invalid TOML: {err}") from None
+            line, column, message = _toml_position(err, self.raw)
+            raise CliError(f"{path}:{line}:{column}: invalid TOML: {message}") from None
 
     def override(self, item: str) -> None:
         tomllib = _toml()

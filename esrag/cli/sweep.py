@@ -94,12 +94,17 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p, default_help="default: the index's model")
 
 
+def check_sweep_args(args: argparse.Namespace) -> None:
+    """Option checks that need no index or model (run before loading them)."""
+    if not 0 < args.target <= 1.5:
+        raise CliError(f"--target must be a retention in (0, 1.5], got {args.target}")
+
+
 def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
     from esrag.evaluation.sweep import SweepGrid
     from esrag.evaluation.tune import sweep_index
 
-    if not 0 < args.target <= 1.5:
-        raise CliError(f"--target must be a retention in (0, 1.5], got {args.target}")
+    check_sweep_args(args)
     queries, qrels = load_labels(args, required=False)
     default = SweepGrid.default(encoder.num_layers, encoder.hidden_size)
     grid = SweepGrid(
@@ -141,6 +146,7 @@ def write_outputs(result: Any, folder: Path, *, plot: bool) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_sweep_args(args)
     index, encoder = open_index(args.index, args.model, args.device)
     result, _vectors = sweep_from_args(args, index, encoder)
     output = Path(args.output) if args.output else Path("runs") / f"sweep-{Path(args.index).name}"

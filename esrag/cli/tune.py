@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from esrag.cli._common import open_index, print_json
-from esrag.cli.sweep import add_sweep_arguments, sweep_from_args, write_outputs
+from esrag.cli.sweep import add_sweep_arguments, check_sweep_args, sweep_from_args, write_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_sweep_args(args)
     index, encoder = open_index(args.index, args.model, args.device)
     result, doc_layers = sweep_from_args(args, index, encoder)
     from esrag.evaluation.tune import apply_recommendation

@@ -6,7 +6,6 @@ or one Parquet batch), and every error names the file, the line (or row) and the
 
 from __future__ import annotations
 
-import csv
 import enum
 import hashlib
 import json
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esrag.data._lines import iter_jsonl, iter_text_lines
+from esrag.data._lines import iter_csv_rows, iter_jsonl, iter_text_lines
 from esrag.data.beir import doc_text
 from esrag.data.chunking import chunk_text
 from esrag.data.errors import DataError
@@ -199,22 +198,11 @@ def _read_jsonl(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Doc
         yield _record_to_doc(rec, spec, path, line)
 
 
-def _decoded_lines(path: Path) -> Iterator[str]:
-    for _number, text in iter_text_lines(path):
-        yield text + "\n"
-
-
 def _read_csv(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
-    reader = csv.reader(_decoded_lines(path), delimiter="\t" if fmt is CorpusFormat.TSV else ",")
     header: list[str] | None = None
-    for row in reader:
-        line = reader.line_num
+    for line, row in iter_csv_rows(path, delimiter="\t" if fmt is CorpusFormat.TSV else ","):
         if header is None:
-            if not any(cell.strip() for cell in row):
-                continue
             header = [cell.strip() for cell in row]
-            continue
-        if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
             raise DataError(path, line, f"expected {len(header)} columns like the header, got {len(row)}")

@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from esrag.evaluation.metrics import DEFAULT_METRICS, Qrels, evaluate_run, parse_metric
+from esrag.evaluation.metrics import (
+    DEFAULT_METRICS,
+    Qrels,
+    evaluate_run,
+    parse_metric,
+    require_judged_queries,
+)
 
 __all__ = ["CascadeEvaluation", "StageResult", "evaluate_cascade", "run_mode"]
 
@@ -142,11 +148,13 @@ def evaluate_cascade(
 
     Latency is per single-query search, measured after one encoder pass for all queries:
     the encoder pass is the same for both modes (it always reaches the fine layer).
-    Only queries that have judgments in ``qrels`` are evaluated.
+    Only queries that have judgments in ``qrels`` are evaluated; a query with a relevant
+    judgment but no text in ``queries`` is an error (it would silently score 0).
     """
     qids = [qid for qid in queries if qid in qrels]
     if not qids:
         raise ValueError("no query has judgments in the qrels (do the query ids match?)")
+    require_judged_queries(qids, qrels)
     n_docs = len(index)
     if n_docs == 0:
         raise ValueError("the index is empty")
@@ -176,7 +184,8 @@ def evaluate_encoded(
     timing_queries: int = 200,
     filter: Mapping[str, Any] | None = None,
 ) -> CascadeEvaluation:
-    """:func:`evaluate_cascade` on already-encoded queries."""
+    """:func:`evaluate_cascade` on already-encoded queries (every judged query among ``qids``)."""
+    require_judged_queries(qids, qrels)
     n_docs = len(index)
     depth = max(k for _name, k in map(parse_metric, metrics))
     shortlist = min(shortlist or index.config.shortlist, n_docs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, overload
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ndcg_at_k",
     "parse_metric",
     "recall_at_k",
+    "require_judged_queries",
 ]
 
 Qrels = Mapping[str, Mapping[str, int]]
@@ -82,6 +83,24 @@ def _mrr(docs: list[str], judged: Mapping[str, int], k: int) -> float:
         if judged.get(d, 0) > 0:
             return 1.0 / (rank + 1)
     return 0.0
+
+
+def require_judged_queries(qids: Iterable[str], qrels: Qrels, *, where: str = "the qrels") -> None:
+    """Raise ``ValueError`` when a query the metrics would score (one with a relevant
+    judgment in ``qrels``) is missing from ``qids``: it would silently score 0.
+
+    The message names ``where`` (e.g. the qrels file), how many ids are missing and the
+    first few of them.
+    """
+    have = set(qids)
+    missing = [qid for qid in _queries(qrels) if qid not in have]
+    if missing:
+        shown = ", ".join(repr(qid) for qid in missing[:5])
+        more = f" (first 5 of {len(missing)})" if len(missing) > 5 else ""
+        raise ValueError(
+            f"{where}: {len(missing)} judged query id(s) have no query text: {shown}{more}; "
+            "give the queries of every judged query, or leave their judgments out"
+        )
 
 
 _FUNCS = {"ndcg": _ndcg, "recall": _recall, "mrr": _mrr}

@@ -17,7 +17,7 @@ import numpy as np
 
 from esrag.evaluation.cascade import _percentile, run_mode
 from esrag.evaluation.cost import cascade_flops, fine_flops
-from esrag.evaluation.metrics import Qrels, evaluate_run
+from esrag.evaluation.metrics import Qrels, evaluate_run, require_judged_queries
 from esrag.evaluation.vectors import fine_vectors
 
 __all__ = ["SweepGrid", "SweepPoint", "SweepResult", "pareto_front", "run_sweep"]
@@ -180,10 +180,15 @@ def run_sweep(
     timing_queries: int = 50,
     show_progress_bar: bool | None = None,
 ) -> SweepResult:
-    """Evaluate every grid point on precomputed per-layer vectors (full width, normalised)."""
+    """Evaluate every grid point on precomputed per-layer vectors (full width, normalised).
+
+    With ``qrels``, every query with a relevant judgment must be among ``qids``.
+    """
     from esrag._progress import progress
     from esrag.index import CascadeConfig, CascadeIndex
 
+    if qrels is not None:
+        require_judged_queries(qids, qrels)
     fine_layer, fine_dim = fine_view
     hidden = next(iter(doc_layers.values())).shape[1]
     grid.validate(max(max(doc_layers), fine_layer), hidden)

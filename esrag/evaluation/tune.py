@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from esrag.evaluation.metrics import Qrels
+from esrag.evaluation.metrics import Qrels, require_judged_queries
 from esrag.evaluation.sweep import SweepGrid, SweepResult, run_sweep
 from esrag.evaluation.vectors import encode_layers, sample_doc_queries
 
@@ -47,6 +47,7 @@ def sweep_index(
         qids = [q for q in queries if q in qrels]
         if not qids:
             raise ValueError("no query has judgments in the qrels (do the query ids match?)")
+        require_judged_queries(qids, qrels)
         qtexts = [queries[q] for q in qids]
     else:
         qtexts = list(queries.values()) if queries else sample_doc_queries(texts, sample_queries, seed=seed)

@@ -23,6 +23,8 @@ from esrag._io import atomic_folder, atomic_write_json, recover_folder
 __all__ = [
     "BEST",
     "checkpoint_steps",
+    "is_checkpoint_folder",
+    "is_checkpoint_folder_member",
     "latest_checkpoint",
     "prune_checkpoints",
     "read_checkpoint",
@@ -35,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 BEST = "best"
 _STEP = re.compile(r"^step-(\d{8})$")
+# What a checkpoint folder may hold: step folders, best/, and atomic_folder's temporary and
+# moved-aside siblings of those (".step-00000042.tmp-abc", ".best.old-xyz").
+_MEMBER = re.compile(r"^(step-\d{8}|best|\.(step-\d{8}|best)\.(tmp|old)-.+)$")
 
 
 def step_folder(root: Path, step: int) -> Path:
@@ -51,6 +56,18 @@ def checkpoint_steps(root: Path) -> list[int]:
         if match and (child / "state.json").is_file() and (child / "state.pt").is_file():
             steps.append(int(match.group(1)))
     return sorted(steps)
+
+
+def is_checkpoint_folder_member(name: str) -> bool:
+    """True for the names :func:`write_checkpoint` and :func:`write_best` create in a
+    checkpoint folder (and the temporary siblings :func:`esrag._io.atomic_folder` makes)."""
+    return _MEMBER.match(name) is not None
+
+
+def is_checkpoint_folder(root: Path) -> bool:
+    """True when ``root`` is a folder holding only checkpoint-folder members (an empty folder
+    counts): safe to delete when starting over."""
+    return root.is_dir() and all(is_checkpoint_folder_member(child.name) for child in root.iterdir())
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
@@ -216,24 +217,24 @@ class TrainConfig:
                 _check_int(name, getattr(self, name), 1 if name != "max_length" else 2)
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: in-batch negatives need company")
-        checks = {
-            "epochs": self.epochs > 0,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-            "max_grad_norm": self.max_grad_norm >= 0,
-            "scale": self.scale > 0,
-            "express_weight": self.express_weight >= 0,
-            "kl_weight": self.kl_weight >= 0,
-            "kl_temperature": self.kl_temperature > 0,
-            "compress_weight": self.compress_weight >= 0,
-            "compress_temperature": self.compress_temperature >= 0,
-            "pca_momentum": 0 <= self.pca_momentum < 1,
-            "eval_fraction": 0 <= self.eval_fraction < 1,
+        checks: dict[str, Callable[[float], bool]] = {
+            "epochs": lambda v: v > 0,
+            "lr": lambda v: v > 0,
+            "weight_decay": lambda v: v >= 0,
+            "warmup_ratio": lambda v: 0 <= v < 1,
+            "max_grad_norm": lambda v: v >= 0,
+            "scale": lambda v: v > 0,
+            "express_weight": lambda v: v >= 0,
+            "kl_weight": lambda v: v >= 0,
+            "kl_temperature": lambda v: v > 0,
+            "compress_weight": lambda v: v >= 0,
+            "compress_temperature": lambda v: v >= 0,
+            "pca_momentum": lambda v: 0 <= v < 1,
+            "eval_fraction": lambda v: 0 <= v < 1,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                 raise ValueError(f"{name} has an invalid value {value!r}")
         for name in ("layers", "prefix_dims"):
             for position, value in enumerate(getattr(self, name)):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from esrag.encoder import EspressoEncoder, View
+from esrag.evaluation.metrics import mrr_at_k
 from esrag.train.data import Examples
 
 __all__ = ["evaluate_examples", "mrr_at_10", "spearman"]
@@ -34,14 +35,20 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def mrr_at_10(queries: np.ndarray, docs: np.ndarray, relevant: list[set[int]]) -> float:
-    """Mean reciprocal rank (cut at 10) of L2-normalised ``queries`` against ``docs``."""
+    """Mean reciprocal rank (cut at 10) of L2-normalised ``queries`` against ``docs``.
+
+    Ranks by cosine (ties: lower document index first), then scores with
+    :func:`esrag.evaluation.metrics.mrr_at_k`, so the metric is implemented once; like it,
+    queries without any relevant document are left out of the mean.
+    """
     scores = queries @ docs.T
-    total = 0.0
+    run: dict[str, list[str]] = {}
+    qrels: dict[str, dict[str, int]] = {}
     for row, wanted in enumerate(relevant):
         top = np.argsort(-scores[row], kind="stable")[:10]
-        rank = next((r for r, doc in enumerate(top, 1) if int(doc) in wanted), None)
-        total += 1.0 / rank if rank else 0.0
-    return total / max(1, len(relevant))
+        run[str(row)] = [str(int(doc)) for doc in top]
+        qrels[str(row)] = {str(doc): 1 for doc in wanted}
+    return mrr_at_k(run, qrels, 10)
 
 
 def evaluate_examples(

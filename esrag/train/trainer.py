@@ -17,6 +17,7 @@ import torch
 from esrag._io import atomic_folder, atomic_write_json
 from esrag._progress import progress
 from esrag.encoder import EspressoEncoder, View, parse_view, validate_views
+from esrag.encoder.config import ENCODER_CONFIG_FILE
 from esrag.train import checkpoint as ckpt
 from esrag.train.batching import Batch, BatchPlan, false_negative_mask
 from esrag.train.config import Precision, TrainConfig
@@ -31,6 +32,7 @@ from esrag.train.losses import (
     LossOutput,
     PairEmbeddings,
 )
+from esrag.train.losses.base import float32_region
 
 __all__ = ["StepCallback", "TrainResult", "Trainer", "train"]
 
@@ -119,6 +121,14 @@ class Trainer:
     seeded and saved in every checkpoint, with the optimizer, scheduler, grad scaler and
     running PCA, so a resumed run continues exactly as the uninterrupted one would (bitwise
     on CPU). ``on_step(step, parts)`` is called after each optimizer step and checkpoint.
+
+    Embeddings are computed under autocast (bf16/fp16 on CUDA when ``precision`` asks for
+    it); the loss itself always runs in float32 with autocast off. On KeyboardInterrupt
+    the last finished step is checkpointed (atomically) before the interrupt propagates,
+    unless it fell inside an optimizer update or a step's evaluation/checkpoint (then the
+    previous checkpoint stands). ``config.output`` is only ever replaced when it is empty
+    or an esrag encoder folder, and ``resume=False`` only deletes a checkpoint folder that
+    holds nothing but esrag checkpoints.
     """
 
     def __init__(self, config: TrainConfig, *, on_step: StepCallback | None = None) -> None:
@@ -127,6 +137,39 @@ class Trainer:
         self.config = config
         self.on_step = on_step
         self.checkpoint_dir = Path(config.checkpoint_dir or f"{config.output}-checkpoints")
+        self._amp_dtype: torch.dtype | None = None  # autocast dtype of the embeddings; set by fit()
+
+    def _check_output(self) -> None:
+        """Refuse to replace an ``output`` that is not empty and not an esrag encoder folder."""
+        out = Path(self.config.output)
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise ValueError(
+                f"{out}: output exists and is not a folder; refusing to replace it with the "
+                "trained model (choose another --output)"
+            )
+        if (out / ENCODER_CONFIG_FILE).is_file() or not any(out.iterdir()):
+            return
+        raise ValueError(
+            f"{out}: output exists and is not an esrag encoder folder (no {ENCODER_CONFIG_FILE}); "
+            "refusing to replace it with the trained model (choose another --output, or remove it)"
+        )
+
+    def _check_checkpoint_dir(self) -> None:
+        """With resume off the checkpoint folder is deleted: only ever delete our own."""
+        folder = self.checkpoint_dir
+        if self.config.resume or not folder.exists() or ckpt.is_checkpoint_folder(folder):
+            return
+        if folder.is_dir():
+            foreign = sorted(c.name for c in folder.iterdir() if not ckpt.is_checkpoint_folder_member(c.name))
+            what = f"it holds {', '.join(map(repr, foreign[:3]))}" + (" ..." if len(foreign) > 3 else "")
+        else:
+            what = "it is a file"
+        raise ValueError(
+            f"{folder}: checkpoint folder exists and is not an esrag checkpoint folder ({what}); "
+            "refusing to delete it to start over (choose another --checkpoint-dir, or remove it)"
+        )
 
     # ------------------------------------------------------------------ setup
     def _encoder(self, resume_from: Path | None) -> EspressoEncoder:
@@ -224,23 +267,28 @@ class Trainer:
         return enc.pooled_layers(features, self.layers)
 
     def _loss(self, enc: EspressoEncoder, batch: Batch) -> LossOutput:
-        anchors = self._embed(enc, batch.anchors)
-        positives = self._embed(enc, batch.positives)
-        negatives = self._embed(enc, batch.negatives) if batch.negatives is not None else None
+        """The batch's loss: embeddings under autocast (if on), the loss in float32."""
+        amp = self._amp_dtype
+        autocast = torch.autocast(enc.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with autocast:
+            anchors = self._embed(enc, batch.anchors)
+            positives = self._embed(enc, batch.positives)
+            negatives = self._embed(enc, batch.negatives) if batch.negatives is not None else None
         mask = false_negative_mask(batch.anchors, batch.positives).to(enc.device)
         scores = None if batch.scores is None else torch.tensor(batch.scores, device=enc.device)
-        per_layer = {
+        per_layer = {  # .float(): a no-op for float32 embeddings, a cast for autocast ones
             layer: PairEmbeddings(
-                anchors[layer],
-                positives[layer],
-                None if negatives is None else negatives[layer],
+                anchors[layer].float(),
+                positives[layer].float(),
+                None if negatives is None else negatives[layer].float(),
                 scores,
                 mask,
             )
             for layer in self.layers
         }
         loss = self.cosent if scores is not None else self.infonce
-        return loss(per_layer)
+        with float32_region(enc.device):
+            return loss(per_layer)
 
     @contextlib.contextmanager
     def _evaluating(self, enc: EspressoEncoder) -> Iterator[None]:
@@ -254,10 +302,13 @@ class Trainer:
     def fit(self) -> TrainResult:
         cfg = self.config
         started, cpu_started = time.perf_counter(), time.process_time()
+        self._check_output()
+        self._check_checkpoint_dir()
         train_sets, eval_sets = load_training_data(cfg)
         plan = BatchPlan(train_sets, cfg.batch_size, cfg.seed)
         total = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.per_epoch / cfg.grad_accum))
         if not cfg.resume and self.checkpoint_dir.exists():
+            self._check_checkpoint_dir()  # again, just before deleting: only our checkpoints
             logger.warning("resume is off: deleting old checkpoints in %s", self.checkpoint_dir)
             shutil.rmtree(self.checkpoint_dir)
         resume_from = ckpt.latest_checkpoint(self.checkpoint_dir) if cfg.resume else None
@@ -281,6 +332,7 @@ class Trainer:
         self.cosent.to(enc.device)
         optimizer, scheduler = self._optimizer(enc, total)
         amp_dtype = _autocast_dtype(cfg.precision, enc.device)
+        self._amp_dtype = amp_dtype
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
         step = int(state.get("step", 0))
         history: list[dict[str, Any]] = list(state.get("history", []))
@@ -314,16 +366,27 @@ class Trainer:
             amp_dtype or "off",
         )
 
-        def save(step: int, last_eval: dict[str, float] | None) -> Path:
+        def snapshot() -> dict[str, Any]:
+            """RNG and running-PCA state now (the forward pass changes them mid-step)."""
+            snap: dict[str, Any] = {
+                "rng_cpu": torch.get_rng_state(),
+                "pca": compress.pca_state(to_cpu=False) if compress is not None else {},
+            }
+            if torch.cuda.is_available():
+                snap["rng_cuda"] = torch.cuda.get_rng_state_all()
+            return snap
+
+        def save(step: int, last_eval: dict[str, float] | None, snap: dict[str, Any] | None = None) -> Path:
+            live = snapshot() if snap is None else snap
             tensor_state: dict[str, Any] = {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "pca": compress.pca_state() if compress is not None else {},
+                "rng_cpu": live["rng_cpu"],
+                "pca": {name: value.cpu() for name, value in live["pca"].items()},
             }
-            if torch.cuda.is_available():
-                tensor_state["rng_cuda"] = torch.cuda.get_rng_state_all()
+            if "rng_cuda" in live:
+                tensor_state["rng_cuda"] = live["rng_cuda"]
             folder = ckpt.write_checkpoint(
                 ckpt.step_folder(self.checkpoint_dir, step),
                 enc,
@@ -340,7 +403,8 @@ class Trainer:
             ckpt.prune_checkpoints(self.checkpoint_dir, cfg.keep_checkpoints)
             return folder
 
-        def evaluate(step: int) -> dict[str, float]:
+        def evaluate(step: int) -> tuple[dict[str, float], bool]:
+            """Score the held-out data; (scores, whether this is the new best)."""
             nonlocal best
             with self._evaluating(enc):
                 result = evaluate_examples(enc, eval_sets, views, batch_size=cfg.batch_size)
@@ -353,35 +417,35 @@ class Trainer:
             improved = best is None or result["score"] > best["score"]
             if improved:
                 best = {"step": step, "score": result["score"], "eval": result}
-                ckpt.write_best(self.checkpoint_dir, save(step, result), best)
-            elif cfg.save_every == 0:
-                save(step, result)
-            return result
+            return result, improved
 
         enc.model.train()
         if cfg.gradient_checkpointing:
             _checkpointing(enc.model, True)
         last_eval: dict[str, float] | None = state.get("last_eval")
         if eval_sets and step == 0 and best is None:
-            last_eval = evaluate(0)
-        autocast = (
-            torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-        )
+            last_eval, improved = evaluate(0)
+            if improved:
+                ckpt.write_best(self.checkpoint_dir, save(0, last_eval), best)
         params = [p for p in enc.model.parameters() if p.requires_grad]
         running: float | None = None
         final_loss: float | None = history[-1]["loss"] if history else None
         bar = progress(total=total, desc="ESE training", show=cfg.show_progress, unit="step")
         bar.update(step)
+        # ``boundary``: RNG/PCA state at the end of step ``step``; ``updating``: the state is
+        # between two steps (optimizer update, evaluation, checkpoint) and cannot be saved.
+        boundary = snapshot()
+        updating = False
         try:
             while step < total:
                 parts: dict[str, float] = {}
                 for micro in range(cfg.grad_accum):
                     batch = plan.micro_batch(step * cfg.grad_accum + micro)
-                    with autocast:
-                        out = self._loss(enc, batch)
+                    out = self._loss(enc, batch)
                     scaler.scale(out.loss / cfg.grad_accum).backward()
                     for key, value in out.parts.items():
                         parts[key] = parts.get(key, 0.0) + value / cfg.grad_accum
+                updating = True
                 if cfg.max_grad_norm > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -398,8 +462,9 @@ class Trainer:
                 due_eval = bool(eval_sets) and (
                     (cfg.eval_every and step % cfg.eval_every == 0) or step == total
                 )
+                improved = False
                 if due_eval:
-                    last_eval = evaluate(step)
+                    last_eval, improved = evaluate(step)
                     record["eval"] = last_eval["score"]
                 if step % cfg.log_every == 0 or step == total or due_eval:
                     history.append(record)
@@ -411,12 +476,24 @@ class Trainer:
                         running,
                         " ".join(f"{k}={v:.3f}" for k, v in parts.items() if k != "loss"),
                     )
+                # saved after the history record, so a resumed run has this step's entry
                 due_save = (cfg.save_every and step % cfg.save_every == 0) or step == total
-                if due_save and not ckpt.step_folder(self.checkpoint_dir, step).exists():
+                due_save = due_save or improved or (due_eval and cfg.save_every == 0)
+                folder = ckpt.step_folder(self.checkpoint_dir, step)
+                if due_save and not folder.exists():
                     save(step, last_eval)
+                if improved:
+                    ckpt.write_best(self.checkpoint_dir, folder, best)
+                boundary = snapshot()
+                updating = False
                 if self.on_step is not None:
                     self.on_step(step, parts)
         except KeyboardInterrupt:
+            if not updating and step > 0 and not ckpt.step_folder(self.checkpoint_dir, step).exists():
+                try:
+                    save(step, last_eval, boundary)
+                except Exception:  # keep the interrupt; the previous checkpoint stands
+                    logger.exception("could not checkpoint step %d after the interrupt", step)
             done = ckpt.checkpoint_steps(self.checkpoint_dir)
             logger.warning(
                 "interrupted at step %d; run the same command again to resume from step %s",
@@ -455,6 +532,7 @@ class Trainer:
             if use_best
             else ckpt.step_folder(self.checkpoint_dir, result.steps) / "model"
         )
+        self._check_output()
         with atomic_folder(self.config.output) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
             atomic_write_json(

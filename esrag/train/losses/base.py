@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MASKED_LOGIT", "PairEmbeddings", "base_terms", "cosine_logits"]
+__all__ = ["MASKED_LOGIT", "PairEmbeddings", "base_terms", "cosine_logits", "float32_region"]
 
 # A large finite negative rather than -inf: masked entries vanish from softmax without
 # turning 0 * log(0) into NaN in the KL terms.
@@ -65,18 +66,34 @@ class PairEmbeddings:
         return torch.cat(parts, dim=0)
 
 
+def float32_region(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """A context in which autocast is off on ``device``'s type, so float32 inputs give float32
+    results (matmuls included); a no-op when autocast is not active there."""
+    try:
+        active = torch.is_autocast_enabled(device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        active = torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled()
+    if active:
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def cosine_logits(batch: PairEmbeddings, scale: float) -> torch.Tensor:
     """``scale · cos(anchor_i, candidate_j)``: (B, B), or (B, 2B) with hard negatives.
 
     Candidates are the batch's positives, then its negatives. Known false negatives get
-    :data:`MASKED_LOGIT`. Computed in float32 whatever the autocast dtype.
+    :data:`MASKED_LOGIT`. Computed in float32 whatever the autocast dtype (autocast is
+    switched off around the matmul, which would otherwise run in bf16/fp16).
     """
-    anchors = F.normalize(batch.anchors.float(), dim=-1)
-    candidates = (
-        batch.positives if batch.negatives is None else torch.cat([batch.positives, batch.negatives], dim=0)
-    )
-    candidates = F.normalize(candidates.float(), dim=-1)
-    logits = scale * anchors @ candidates.T
+    with float32_region(batch.anchors.device):
+        anchors = F.normalize(batch.anchors.float(), dim=-1)
+        candidates = (
+            batch.positives
+            if batch.negatives is None
+            else torch.cat([batch.positives, batch.negatives], dim=0)
+        )
+        candidates = F.normalize(candidates.float(), dim=-1)
+        logits = scale * anchors @ candidates.T
     if batch.false_negatives is not None:
         mask = batch.false_negatives.to(logits.device)
         if batch.negatives is not None:

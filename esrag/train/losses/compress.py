@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esrag.train.config import PcaMode
+from esrag.train.losses.base import float32_region
 
 __all__ = ["CompressLoss", "RunningPCA"]
 
@@ -144,29 +145,34 @@ class CompressLoss(nn.Module):
             pca = self.pcas.setdefault(layer, RunningPCA(self.momentum))
         pca.update(x)
         mean, components = pca.components(k)
-        with torch.no_grad():
+        with torch.no_grad(), float32_region(x.device):  # a float32 projection under autocast too
             return (x.detach().float() - mean.to(x.device)) @ components.to(x.device)
 
     def forward(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         target = self.target(x, layer)
-        prefix = x[:, : target.shape[1]].float()
-        loss = self.mse_weight * F.mse_loss(prefix, target)
-        if self.temperature > 0:
-            t = self.temperature
-            loss = loss + t * F.kl_div(
-                F.log_softmax(prefix / t, dim=-1),
-                F.softmax(target / t, dim=-1),
-                reduction="batchmean",
-            )
+        with float32_region(x.device):
+            prefix = x[:, : target.shape[1]].float()
+            loss = self.mse_weight * F.mse_loss(prefix, target)
+            if self.temperature > 0:
+                t = self.temperature
+                loss = loss + t * F.kl_div(
+                    F.log_softmax(prefix / t, dim=-1),
+                    F.softmax(target / t, dim=-1),
+                    reduction="batchmean",
+                )
         return loss
 
     # ------------------------------------------------------------------ state
-    def pca_state(self) -> dict[str, torch.Tensor]:
-        """Flat tensor dict of the running PCA state (for ``torch.save``)."""
+    def pca_state(self, *, to_cpu: bool = True) -> dict[str, torch.Tensor]:
+        """Flat tensor dict of the running PCA state (for ``torch.save``).
+
+        ``to_cpu=False`` keeps the tensors where they are: a cheap snapshot (updates replace
+        the tensors rather than modifying them, so the snapshot stays valid).
+        """
         out: dict[str, torch.Tensor] = {}
         for layer, pca in self.pcas.items():
             for key, value in pca.state().items():
-                out[f"{layer}.{key}"] = value.cpu()
+                out[f"{layer}.{key}"] = value.cpu() if to_cpu else value
         return out
 
     def load_pca_state(self, state: dict[str, torch.Tensor]) -> None:
