@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_MODEL_NAME", "EspressoEncoder", "default_model_path"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_WINDOW_BATCHES = 64  # batches tokenized together, then ordered by token count
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
 
 
@@ -254,6 +255,50 @@ class EspressoEncoder:
         return {layer: pool(captured[layer].float(), mask, self.pooling) for layer in wanted}
 
     # ------------------------------------------------------------------ encode
+    def _length_batches(
+        self, items: list[str], batch_size: int
+    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], int]]:
+        """(input positions, padded features, inputs truncated) per batch, shortest padding first.
+
+        Texts are ordered longest first by characters, then tokenized a window of
+        ``_WINDOW_BATCHES`` batches at a time (bounded memory) and re-ordered inside the window
+        by token count, so each batch pads to nearly its own length. Each batch is padded here
+        (right side, the tokenizer's pad id), so every text is tokenized exactly once.
+        """
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        window = batch_size * _WINDOW_BATCHES
+        pad_id = self.tokenizer.pad_token_id or 0
+        for chunk_start in range(0, len(order), window):
+            chunk = order[chunk_start : chunk_start + window]
+            encoded = self.tokenizer(
+                [items[i] for i in chunk],
+                truncation=True,
+                max_length=self.max_length,
+                return_attention_mask=False,
+            )
+            ids: list[list[int]] = encoded["input_ids"]
+            types: list[list[int]] | None = encoded.get("token_type_ids")
+            encodings = getattr(encoded, "encodings", None) or []
+            overflow = [bool(e is not None and e.overflowing) for e in encodings] or [False] * len(ids)
+            local = sorted(range(len(chunk)), key=lambda j: -len(ids[j]))
+            for start in range(0, len(local), batch_size):
+                picked = local[start : start + batch_size]
+                width = len(ids[picked[0]])
+                input_ids = torch.full((len(picked), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(picked), width), dtype=torch.long)
+                token_types = torch.zeros_like(input_ids)
+                for row, j in enumerate(picked):
+                    n = len(ids[j])
+                    input_ids[row, :n] = torch.tensor(ids[j])
+                    mask[row, :n] = 1
+                    if types is not None:
+                        token_types[row, :n] = torch.tensor(types[j])
+                tensors = {"input_ids": input_ids, "attention_mask": mask}
+                if types is not None:  # only what the tokenizer itself would have returned
+                    tensors["token_type_ids"] = token_types
+                features = {k: v.to(self.device) for k, v in tensors.items() if k in self._forward_keys}
+                yield [chunk[j] for j in picked], features, sum(overflow[j] for j in picked)
+
     def encode(
         self,
         texts: Sequence[str],
@@ -279,14 +324,17 @@ class EspressoEncoder:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         outputs = [np.empty((len(items), v.dim), dtype=np.float32) for v in asked]
         layers = sorted({v.layer for v in asked})
-        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
         truncated = 0
-        starts = range(0, len(items), batch_size)
+        batches = self._length_batches(items, batch_size)
         with torch.inference_mode():
-            for start in progress(starts, desc="Encoding", show=show_progress_bar, unit="batch"):
-                index = order[start : start + batch_size]
-                features = self.tokenize([items[i] for i in index])
-                truncated += int(features.pop("num_truncated", torch.tensor(0)))
+            for index, features, cut in progress(
+                batches,
+                total=-(-len(items) // batch_size),
+                desc="Encoding",
+                show=show_progress_bar,
+                unit="batch",
+            ):
+                truncated += cut
                 pooled = self.pooled_layers(features, layers)
                 for out, view in zip(outputs, asked, strict=True):
                     vectors = pooled[view.layer][:, : view.dim]
