@@ -100,6 +100,12 @@ def test_save_load_identical(
     fresh = _unit(np.random.default_rng(4).standard_normal((2, DIM)))
     loaded.add_embeddings(fresh, fresh, ids=["new1", "new2"])
     loaded.delete(["d10"])
+    index.add_embeddings(fresh, fresh, ids=["new1", "new2"])
+    index.delete(["d10"])
+    # new rows go to an in-memory tail: the mapped base is never copied, results are unchanged
+    assert loaded.stats()["fine_memory_mapped"]
+    assert _all_modes(loaded, vectors) == _all_modes(index, vectors)
+    assert loaded.fine_vectors(["new2", "d0"])[1].tolist() == index.fine_vectors(["new2", "d0"])[1].tolist()
     loaded.save(tmp_path / "idx")
     again = CascadeIndex.load(tmp_path / "idx")
     assert len(again) == N - 2 and "new2" in again and "d10" not in again

@@ -1,7 +1,8 @@
 """Fine stage: the deep view of every document as one contiguous float32/float16 array.
 
-Rows are appended in memory (amortised growth); a loaded index memory-maps its ``.npy``
-file read-only and copies it into memory only on the first write. Rows are gathered by
+A loaded index memory-maps its ``.npy`` file read-only as the base; rows added later go to
+an in-memory tail (amortised growth), so an upsert never copies the mapped base into memory.
+A freshly built index holds its rows in memory until it is saved and loaded again. Rows are gathered by
 position for a shortlist and scored exactly (inner product of L2-normalised vectors).
 """
 
@@ -22,46 +23,65 @@ _CHUNK_ROWS = 65_536
 
 
 class FineStore:
-    """Append-only matrix of fine vectors (rows), optionally memory-mapped."""
+    """Append-only matrix of fine vectors (rows): a base part, memory-mapped after a load,
+    and an in-memory tail that receives appended rows (so writing never copies the base)."""
 
     def __init__(self, dim: int, dtype: FineDType | str = FineDType.FLOAT32) -> None:
         self.dim = int(dim)
         self.dtype = np.dtype(FineDType(dtype).value)
-        self._data: np.ndarray = np.empty((0, self.dim), dtype=self.dtype)
-        self._n = 0
+        self._base: np.ndarray = np.empty((0, self.dim), dtype=self.dtype)
+        self._tail: np.ndarray = np.empty((0, self.dim), dtype=self.dtype)
+        self._tail_n = 0
 
     def __len__(self) -> int:
-        return self._n
+        return self._base.shape[0] + self._tail_n
 
     @property
     def memory_mapped(self) -> bool:
-        return isinstance(self._data, np.memmap)
-
-    def rows(self) -> np.ndarray:
-        """The filled rows (a view; do not keep it across writes)."""
-        return self._data[: self._n]
+        return isinstance(self._base, np.memmap)
 
     def append(self, vectors: np.ndarray) -> np.ndarray:
-        """Append (n, dim) vectors; returns their row numbers."""
+        """Append (n, dim) vectors to the in-memory tail; returns their row numbers."""
         vectors = np.asarray(vectors)
         n = vectors.shape[0]
-        need = self._n + n
-        if need > self._data.shape[0] or self.memory_mapped:
-            capacity = max(need, int(self._data.shape[0] * 1.5) + 1024)
-            grown = np.empty((capacity, self.dim), dtype=self.dtype)
-            if self.memory_mapped:
-                logger.info("copying %d memory-mapped fine vectors into memory for writing", self._n)
-            grown[: self._n] = self._data[: self._n]
-            self._data = grown
-        self._data[self._n : need] = vectors
-        rows = np.arange(self._n, need, dtype=np.int64)
-        self._n = need
-        return rows
+        need = self._tail_n + n
+        if need > self._tail.shape[0]:
+            grown = np.empty((max(need, int(self._tail.shape[0] * 1.5) + 1024), self.dim), dtype=self.dtype)
+            grown[: self._tail_n] = self._tail[: self._tail_n]
+            self._tail = grown
+        self._tail[self._tail_n : need] = vectors
+        first = len(self)
+        self._tail_n = need
+        return np.arange(first, first + n, dtype=np.int64)
+
+    def _block(self, start: int, stop: int) -> np.ndarray:
+        """float32 copy of rows ``start:stop`` (contiguous row numbers)."""
+        base_n = self._base.shape[0]
+        parts = []
+        if start < base_n:
+            parts.append(self._base[start : min(stop, base_n)])
+        if stop > base_n:
+            parts.append(self._tail[max(start, base_n) - base_n : stop - base_n])
+        return (
+            np.concatenate(parts).astype(np.float32, copy=False)
+            if len(parts) > 1
+            else np.asarray(parts[0], dtype=np.float32)
+        )
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """float32 copies of the given rows (any shape of row numbers)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.asarray(self._data[rows.reshape(-1)], dtype=np.float32)
+        flat = rows.reshape(-1)
+        base_n = self._base.shape[0]
+        if not self._tail_n:
+            out = np.asarray(self._base[flat], dtype=np.float32)
+        elif not base_n:
+            out = np.asarray(self._tail[flat], dtype=np.float32)
+        else:
+            out = np.empty((flat.size, self.dim), dtype=np.float32)
+            in_base = flat < base_n
+            out[in_base] = self._base[flat[in_base]]
+            out[~in_base] = self._tail[flat[~in_base] - base_n]
         return out.reshape(*rows.shape, self.dim)
 
     def score(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -84,12 +104,12 @@ class FineStore:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         best_s = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         best_r = np.full((q.shape[0], k), -1, dtype=np.int64)
-        total = self._n if candidates is None else candidates.size
+        total = len(self) if candidates is None else candidates.size
         for start in range(0, total, _CHUNK_ROWS):
             if candidates is None:
                 stop = min(start + _CHUNK_ROWS, total)
                 rows = np.arange(start, stop, dtype=np.int64)
-                block = np.asarray(self._data[start:stop], dtype=np.float32)
+                block = self._block(start, stop)
                 scores = q @ block.T
                 if alive is not None:
                     scores[:, ~alive[start:stop]] = -np.inf
@@ -116,7 +136,7 @@ class FineStore:
         out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(rows.size, self.dim))
         for start in range(0, rows.size, _CHUNK_ROWS):
             part = rows[start : start + _CHUNK_ROWS]
-            out[start : start + part.size] = self._data[part]
+            out[start : start + part.size] = self.gather(part)
         out.flush()
         del out
 
@@ -134,6 +154,5 @@ class FineStore:
                 f"{path}: expected {store.dtype} vectors of shape ({count}, {store.dim}), "
                 f"found {data.dtype} {data.shape}"
             )
-        store._data = data
-        store._n = count
+        store._base = data
         return store
