@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from esrag._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -30,13 +32,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from esrag.langchain.vectorstore import CascadeVectorStore
 
 
-def __getattr__(name: str) -> Any:
-    """Import the heavy parts (torch, faiss) only when first used."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'esrag' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("esrag", _EXPORTS, globals())

@@ -16,21 +16,27 @@ __all__ = [
     "check_ids",
     "check_metadatas",
     "check_search_args",
+    "check_strings",
     "check_texts",
     "check_vectors",
 ]
 
 
+def check_strings(values: Any, name: str) -> list[str]:
+    """``values`` as a list of str; errors name ``name`` and the offending position."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list of strings, not a single string")
+    if not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
+    values = list(values)
+    for position, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{position}] must be a str, got {type(value).__name__}")
+    return values
+
+
 def check_texts(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not a single string")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    texts = list(texts)
-    for position, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{position}] must be a str, got {type(text).__name__}")
-    return texts
+    return check_strings(texts, "texts")
 
 
 def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:

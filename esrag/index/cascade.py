@@ -32,6 +32,7 @@ from esrag.index._inputs import (
     check_ids,
     check_metadatas,
     check_search_args,
+    check_strings,
     check_texts,
     check_vectors,
 )
@@ -365,15 +366,7 @@ class CascadeIndex:
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (missing ids are ignored); returns how many were removed."""
-        if isinstance(ids, str):
-            raise TypeError("ids must be a list of strings, not a single string")
-        if not isinstance(ids, Iterable):
-            raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
-        ids = list(ids)
-        for position, doc_id in enumerate(ids):
-            if not isinstance(doc_id, str):
-                raise TypeError(f"ids[{position}] must be a str, got {type(doc_id).__name__}")
-        wanted = list(dict.fromkeys(ids))
+        wanted = list(dict.fromkeys(check_strings(ids, "ids")))
         with self._lock.write():
             return self._remove([i for i in wanted if i in self._docs.row_of])
 

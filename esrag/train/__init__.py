@@ -12,7 +12,9 @@ The names below are imported on first use, so ``import esrag.train.config`` (and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from esrag._lazy import lazy_getattr
 
 __all__ = [
     "CorpusPairs",
@@ -55,16 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from esrag.train.trainer import Trainer, TrainResult, train
 
 
-def __getattr__(name: str) -> Any:
-    """Import the trainer (torch, transformers) and the data readers only when first used."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'esrag.train' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr("esrag.train", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:
