@@ -1,0 +1,107 @@
+"""Markdown tables of the ESE training benchmarks from their JSON results (for the README).
+
+Usage: python benchmarks/report.py [--results benchmarks/results]
+
+Reads ``train_sts.json`` (and its ablations ``train_sts_no_express.json``,
+``train_sts_no_compress.json``) and ``train_scifact.json`` (with ``train_scifact_no_*.json``),
+written by ``benchmarks/train_sts.py`` and ``benchmarks/train_scifact.py``; a missing file is
+skipped. Nothing is computed here beyond ratios of the stored figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+LAYERS = (1, 2, 3, 4, 5, 6)
+VARIANTS = (
+    ("", "ESE (express + compress)"),
+    ("_no_express", "no learn-to-express"),
+    ("_no_compress", "no learn-to-compress"),
+)
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sts_table(run: dict[str, Any]) -> list[str]:
+    before, after = run["before"], run["after"]
+    lines = [
+        "| layer | Spearman (384 dims) | % of the full view | 128 dims | % of the full view |",
+        "|---|---|---|---|---|",
+    ]
+    for layer in LAYERS:
+        cells = []
+        for dim in (384, 128):
+            b, a = before[f"{layer}:{dim}"], after[f"{layer}:{dim}"]
+            cells.append(f"{b:.3f} → {a:.3f}")
+            cells.append(f"{b / before['6:384']:.1%} → {a / after['6:384']:.1%}")
+        lines.append(f"| L{layer} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _train_cost(run: dict[str, Any]) -> str:
+    train = run.get("train", {})
+    return f"{train.get('steps', '?')} steps, {train.get('seconds', float('nan')):.0f} s"
+
+
+def ablation_table(folder: Path) -> list[str]:
+    lines = [
+        "| run | SciFact full nDCG@10 | L2/64 `prefix` cascade | L2/64 `adapter` cascade | L2/64 alone "
+        "| STS-B full Spearman | L2/384 % of full | L2/128 % of full |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for suffix, label in VARIANTS:
+        sci, sts = _load(folder, f"train_scifact{suffix}"), _load(folder, f"train_sts{suffix}")
+        cells = [label]
+        if sci:
+            a = sci["after"]
+            cells += [
+                f"{a['6:384']['flat']:.3f}",
+                f"{a['2:64']['retention']:.1%}",
+                f"{a['2:64:adapter']['retention']:.1%}",
+                f"{a['2:64']['flat']:.3f}",
+            ]
+        else:
+            cells += ["—"] * 4
+        if sts:
+            a = sts["after"]
+            cells += [f"{a['6:384']:.3f}", f"{a['2:384'] / a['6:384']:.1%}", f"{a['2:128'] / a['6:384']:.1%}"]
+        else:
+            cells += ["—"] * 3
+        lines.append("| " + " | ".join(cells) + " |")
+    sci0 = _load(folder, "train_scifact")
+    sts0 = _load(folder, "train_sts")
+    if sci0 and sts0:
+        b, s = sci0["before"], sts0["before"]
+        lines.append(
+            f"| untrained | {b['6:384']['flat']:.3f} | {b['2:64']['retention']:.1%} | "
+            f"{b['2:64:adapter']['retention']:.1%} | {b['2:64']['flat']:.3f} | {s['6:384']:.3f} | "
+            f"{s['2:384'] / s['6:384']:.1%} | {s['2:128'] / s['6:384']:.1%} |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    sts = _load(args.results, "train_sts")
+    if sts:
+        print(f"STS-B test, before → after ({_train_cost(sts)}):\n")
+        print("\n".join(sts_table(sts)) + "\n")
+    print("Ablations (cascade = shortlist 100 by the view, reranked by L6/384 of the same model):\n")
+    print("\n".join(ablation_table(args.results)))
+    for suffix, label in VARIANTS:
+        for name in ("train_scifact", "train_sts"):
+            run = _load(args.results, name + suffix)
+            if run:
+                print(f"\n{name}{suffix} ({label}): {_train_cost(run)}")
+
+
+if __name__ == "__main__":
+    main()
