@@ -62,11 +62,7 @@ class FineStore:
             parts.append(self._base[start : min(stop, base_n)])
         if stop > base_n:
             parts.append(self._tail[max(start, base_n) - base_n : stop - base_n])
-        return (
-            np.concatenate(parts).astype(np.float32, copy=False)
-            if len(parts) > 1
-            else np.asarray(parts[0], dtype=np.float32)
-        )
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """float32 copies of the given rows (any shape of row numbers)."""
