@@ -70,17 +70,19 @@ def _looks_like_hub_name(model: str) -> bool:
 
 def model_of_index(folder: Path) -> str | None:
     """The model recorded in an index folder's manifest (a path or the default's name)."""
-    from esrag.index.storage import read_manifest
+    from esrag.index.format import read_manifest
 
     return read_manifest(folder, verify=False).model_name
 
 
 def check_index_folder(folder: str | os.PathLike[str]) -> Path:
+    from esrag.index.format import MANIFEST_FILE, is_index_folder
+
     path = Path(folder)
     if not path.is_dir():
         raise CliError(f"{path}: no such index folder (build one with `esrag build CORPUS --index {path}`)")
-    if not (path / "manifest.json").is_file():
-        raise CliError(f"{path / 'manifest.json'}: missing; {path} is not an esrag index")
+    if not is_index_folder(path):
+        raise CliError(f"{path / MANIFEST_FILE}: missing; {path} is not an esrag index")
     return path
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from esrag.cli._common import CliError, add_model_args, print_json, progress_flag
 
+__all__ = ["add_arguments", "build", "config_overrides", "read_documents", "run", "summary"]
+
 log = logging.getLogger(__name__)
 
 _BATCH = 1000
@@ -144,16 +146,17 @@ def summary(report: dict[str, Any]) -> str:
 def build(args: argparse.Namespace) -> dict[str, Any]:
     """Build or update; the folder is replaced atomically, only after everything succeeded."""
     from esrag._io import recover_folder
+    from esrag.index import is_index_folder
 
     start = time.perf_counter()
     folder = Path(args.index)
     recover_folder(folder)
     overrides = config_overrides(args)
     docs = read_documents(args)  # validate the whole corpus before touching anything
-    if (folder / "manifest.json").is_file() and not args.rebuild:
+    if is_index_folder(folder) and not args.rebuild:
         report = _update(args, folder, docs, overrides)
     else:
-        if folder.exists() and not (folder / "manifest.json").is_file() and any(folder.iterdir()):
+        if folder.exists() and not is_index_folder(folder) and any(folder.iterdir()):
             raise CliError(f"{folder}: exists and is not an esrag index; refusing to overwrite")
         report = _fresh(args, folder, docs, overrides)
     report["seconds"] = time.perf_counter() - start
@@ -164,10 +167,10 @@ def _fresh(
     args: argparse.Namespace, folder: Path, docs: list[Any], overrides: dict[str, Any]
 ) -> dict[str, Any]:
     from esrag.cli._common import load_encoder, model_of_index
-    from esrag.index import CascadeConfig, CascadeIndex
+    from esrag.index import CascadeConfig, CascadeIndex, is_index_folder
 
     model = args.model
-    if model is None and (folder / "manifest.json").is_file():
+    if model is None and is_index_folder(folder):
         model = model_of_index(folder)  # --rebuild keeps the model unless told otherwise
     encoder = load_encoder(model, args.device)
     config = CascadeConfig(**overrides)
@@ -226,32 +229,9 @@ def _update(
             f"{folder}: the fine vectors are {config.fine_dtype.value}; pass --rebuild "
             "to change their storage type"
         )
-    existing = set(index.ids())
-    changed = []
-    added = updated = 0
-    for start in range(0, len(docs), _BATCH):
-        batch = docs[start : start + _BATCH]
-        stored = {d.id: d for d in index.get_by_ids([d.id for d in batch if d.id in existing])}
-        for doc in batch:
-            old = stored.get(doc.id)
-            if old is None:
-                added += 1
-                changed.append(doc)
-            elif old.text != doc.text or dict(old.metadata) != doc.metadata:
-                updated += 1
-                changed.append(doc)
-    seen = {d.id for d in docs}
-    gone = [i for i in index.ids() if i not in seen]
-    if gone:
-        index.delete(gone)
-    if changed:
-        index.add(
-            [d.text for d in changed],
-            ids=[d.id for d in changed],
-            metadatas=[d.metadata for d in changed],
-            batch_size=args.batch_size,
-            show_progress_bar=progress_flag(args),
-        )
+    from esrag.index.sync import sync
+
+    synced = sync(index, docs, batch_size=args.batch_size, show_progress_bar=progress_flag(args))
     current = {**config.to_dict(), "coarse_layer": config.coarse_layer or encoder.num_layers}
     retune = {k: v for k, v in overrides.items() if current[k] != v}
     shortlist = retune.pop("shortlist", None)
@@ -273,12 +253,13 @@ def _update(
             show_progress_bar=progress_flag(args),
         )
     action = "updated"
-    if changed or gone or retune or shortlist is not None:
+    if synced.modified or retune or shortlist is not None:
         index.save(folder)
     else:
         action = "up to date"
-    unchanged = len(docs) - added - updated
-    return _report(action, folder, index, added, updated, len(gone), unchanged)
+    return _report(
+        action, folder, index, len(synced.added), len(synced.changed), len(synced.removed), len(synced.kept)
+    )
 
 
 def _report(

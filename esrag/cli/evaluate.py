@@ -7,6 +7,8 @@ from typing import Any
 
 from esrag.cli._common import CliError, add_model_args, open_index, print_json
 
+__all__ = ["add_arguments", "add_labels_arguments", "evaluate", "load_labels", "run"]
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")

@@ -42,7 +42,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     wanted = _wanted(argv)
     for name, (module, help_text) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
+        p.set_defaults(command_module=module)
         if name == wanted:
             importlib.import_module(module).add_arguments(p)
     return parser
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _configure_logging(args.verbose)
-    run: Callable[[argparse.Namespace], int] = importlib.import_module(args._module).run
+    run: Callable[[argparse.Namespace], int] = importlib.import_module(args.command_module).run
     from esrag.cli._common import CliError
 
     try:

@@ -21,6 +21,8 @@ from typing import Any
 
 from esrag.cli._common import CliError
 
+__all__ = ["add_arguments", "plan", "run"]
+
 STEPS = ("train", "build", "search", "eval", "sweep", "tune")
 _SHARED = ("index", "model", "device", "batch_size", "quiet")
 _PATH_KEYS = {"corpus", "index", "model", "queries", "qrels", "beir", "output", "train", "base"}
@@ -260,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         step_args = build_parser(argv).parse_args(argv)
         step_args.verbose = args.verbose
-        module = __import__(step_args._module, fromlist=["run"])
+        module = __import__(step_args.command_module, fromlist=["run"])
         code = int(module.run(step_args) or 0)
         sys.stdout.flush()
         print(f"-- {argv[0]} done in {time.perf_counter() - start:.1f}s", flush=True)

@@ -8,6 +8,8 @@ from typing import Any
 
 from esrag.cli._common import CliError, add_model_args, open_index, print_json
 
+__all__ = ["add_arguments", "format_hits", "parse_filters", "run", "search"]
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", nargs="+", help="one or more query strings")

@@ -10,6 +10,15 @@ from typing import Any
 from esrag.cli._common import CliError, add_model_args, open_index, print_json, progress_flag
 from esrag.cli.evaluate import add_labels_arguments, load_labels
 
+__all__ = [
+    "add_arguments",
+    "add_sweep_arguments",
+    "check_sweep_args",
+    "run",
+    "sweep_from_args",
+    "write_outputs",
+]
+
 log = logging.getLogger(__name__)
 
 

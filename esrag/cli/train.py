@@ -6,6 +6,8 @@ import argparse
 
 from esrag.cli._common import print_json
 
+__all__ = ["add_arguments", "run"]
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from esrag.train.cli_args import add_train_arguments

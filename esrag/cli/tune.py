@@ -7,6 +7,8 @@ import argparse
 from esrag.cli._common import open_index, print_json
 from esrag.cli.sweep import add_sweep_arguments, check_sweep_args, sweep_from_args, write_outputs
 
+__all__ = ["add_arguments", "run"]
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sweep_arguments(p)

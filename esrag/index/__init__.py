@@ -3,9 +3,11 @@ rerank with deep full-dimension vectors; safe persistence."""
 
 from __future__ import annotations
 
-from esrag.index.cascade import CascadeIndex, IndexedDocument, SearchResult
+from esrag.errors import IndexFormatError, ModelMismatchError
+from esrag.index.cascade import CascadeIndex
 from esrag.index.config import CascadeConfig, FineDType, SearchMode, Transform
-from esrag.index.storage import IndexFormatError, Manifest, ModelMismatchError
+from esrag.index.format import Manifest, is_index_folder
+from esrag.index.results import IndexedDocument, SearchResult
 from esrag.index.transforms import FittedTransform, fit_transform
 
 __all__ = [
@@ -21,4 +23,5 @@ __all__ = [
     "SearchResult",
     "Transform",
     "fit_transform",
+    "is_index_folder",
 ]

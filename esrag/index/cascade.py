@@ -8,6 +8,11 @@ from the coarse index (pre-filtered by metadata through an ``IDSelector``), gath
 fine vectors and ranks them exactly. With ``mode="coarse"`` only the coarse source view is
 encoded, so an elastic encoder's pass stops at the coarse layer.
 
+This class is a thin facade: it owns the lock, the embedder adapter and the current
+:class:`~esrag.index.state.IndexState` (``None`` until the first documents fit the coarse
+stage), and delegates searching (:mod:`.search`), rebuilding (:mod:`.rebuild`) and
+persistence (:mod:`.format`) to functions of that state.
+
 Thread safety: searches take a read lock, writes (add/delete/clear/reconfigure) a write
 lock, so a search never sees a half-applied batch; each add batch becomes visible
 atomically. The model pass of an add runs outside the lock; whether a batch is inserted or
@@ -16,71 +21,56 @@ kept to fit the coarse stage is decided under it, so a concurrent ``clear()`` is
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from esrag._arrays import l2_normalize
 from esrag._progress import progress
-from esrag.index._inputs import (
+from esrag.index import state as st
+from esrag.index._lock import RWLock
+from esrag.index.batch import DocBatch, check_ids, check_metadatas
+from esrag.index.config import CascadeConfig, SearchMode, Transform
+from esrag.index.docstore import validate_filter
+from esrag.index.embedder import EmbedderAdapter
+from esrag.index.format import Manifest, load_state, save_state
+from esrag.index.identity import check_identity, identity_fields
+from esrag.index.rebuild import LIGHT_SETTINGS, rebuild_coarse, rebuild_source, retune
+from esrag.index.results import IndexedDocument, SearchResult
+from esrag.index.search import search_state
+from esrag.index.transforms import FittedTransform
+from esrag.validation import (
     check_batch_size,
     check_dim,
-    check_ids,
-    check_metadatas,
-    check_search_args,
+    check_int,
     check_strings,
     check_texts,
     check_vectors,
+    default_shortlist,
+    is_int,
 )
-from esrag.index._lock import RWLock
-from esrag.index.coarse import CoarseIndex
-from esrag.index.config import CascadeConfig, SearchMode, Transform
-from esrag.index.docstore import DocStore, validate_filter
-from esrag.index.embedder import EmbedderAdapter
-from esrag.index.fine import FineStore
-from esrag.index.persist import load_index, save_index
-from esrag.index.rebuild import reconfigure_index
-from esrag.index.stages import fit_coarse, search_rows
-from esrag.index.storage import Manifest
-from esrag.index.transforms import FittedTransform, l2_normalize
 
 __all__ = ["CascadeIndex", "IndexedDocument", "SearchResult"]
 
-logger = logging.getLogger(__name__)
-
-_QUERY_CHUNK = 256
-
-_Batch = tuple[list[str], list[str], list[dict[str, Any]], np.ndarray, np.ndarray]
+_VECTOR_STEP = 65_536
 
 
-@dataclass(frozen=True)
-class SearchResult:
-    """Per query, best first: document ids and their scores (cosine similarity)."""
-
-    ids: list[list[str]]
-    scores: list[list[float]]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass(frozen=True)
-class IndexedDocument:
-    id: str
-    text: str
-    metadata: dict[str, Any]
-
-
-def _grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
-    if size <= array.size:
-        return array
-    out = np.full(max(size, int(array.size * 1.5) + 1024), fill, dtype=array.dtype)
-    out[: array.size] = array
-    return out
+def _search_args(k: Any, shortlist: Any, mode: Any) -> tuple[int, int, SearchMode]:
+    for name, value in (("k", k), ("shortlist", shortlist)):
+        if not is_int(value, numpy_ok=True):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    check_int(k, "k", minimum=1, expected=">= 1", numpy_ok=True)
+    if shortlist < k:
+        raise ValueError(f"shortlist ({shortlist}) must be >= k ({k})")
+    try:
+        mode = SearchMode(mode)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in SearchMode)
+        raise ValueError(f"mode must be one of {choices}, got {mode!r}") from None
+    return int(k), int(shortlist), mode
 
 
 class CascadeIndex:
@@ -91,20 +81,12 @@ class CascadeIndex:
             config = CascadeConfig()
         if not isinstance(config, CascadeConfig):
             raise TypeError(f"config must be a CascadeConfig, got {type(config).__name__}")
-        self.config = config
+        self._config = config
         self._adapter = EmbedderAdapter(embedder, config) if embedder is not None else None
         self._lock = RWLock()
-        self._docs = DocStore()
-        self._fine: FineStore | None = None
-        self._coarse: CoarseIndex | None = None
-        self._transform: FittedTransform | None = None
-        self._alive = np.zeros(0, dtype=bool)
-        self._id_of_row = np.zeros(0, dtype=np.int64)
-        self._row_of_id = np.zeros(0, dtype=np.int64)
-        self._next_id = 0
-        self._source_dim = self._adapter.source_dim if self._adapter else None
-        self._fine_dim = self._adapter.fine_dim if self._adapter else None
+        self._state: st.IndexState | None = None
         self.manifest: Manifest | None = None
+        """The manifest of the last save or load (``None`` before either)."""
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -148,57 +130,73 @@ class CascadeIndex:
 
     # ------------------------------------------------------------- properties
     @property
+    def config(self) -> CascadeConfig:
+        """The index's settings."""
+        return self._state.config if self._state is not None else self._config
+
+    @property
     def embedder(self) -> Any | None:
+        """The embedder given at construction or load (``None`` for a vectors-only index)."""
         return self._adapter.original if self._adapter else None
 
     @property
     def transform(self) -> FittedTransform | None:
         """The fitted coarse transform (``None`` until the first documents arrive)."""
-        return self._transform
+        return self._state.transform if self._state is not None else None
 
     @property
     def source_dim(self) -> int | None:
-        return self._source_dim
+        """Width of the coarse source vectors (``None`` while unknown)."""
+        if self._state is not None:
+            return self._state.source_dim
+        return self._adapter.source_dim if self._adapter else None
 
     @property
     def fine_dim(self) -> int | None:
-        return self._fine_dim
+        """Width of the fine vectors (``None`` while unknown)."""
+        if self._state is not None:
+            return self._state.fine_dim
+        return self._adapter.fine_dim if self._adapter else None
 
     @property
     def coarse_dim(self) -> int | None:
-        return self._transform.dim if self._transform else None
+        """Width of the coarse vectors after the transform (``None`` until fitted)."""
+        return self._state.transform.dim if self._state is not None else None
 
     @property
     def same_vectors(self) -> bool:
         """Whether one query vector feeds both stages (plain Embeddings, or coarse view = fine view)."""
         if self._adapter is not None:
             return self._adapter.same_vectors
-        return self._source_dim is not None and self._source_dim == self._fine_dim
+        return self.source_dim is not None and self.source_dim == self.fine_dim
 
     def __len__(self) -> int:
-        return len(self._docs)
+        return len(self._state) if self._state is not None else 0
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._docs.row_of
+        return self._state is not None and doc_id in self._state.rows
 
     def ids(self) -> list[str]:
         """Live document ids in row order (the order :meth:`reconfigure` expects)."""
         with self._lock.read():
-            return [self._docs.ids[r] for r in np.flatnonzero(self._alive).tolist()]  # type: ignore[misc]
+            return st.live_ids(self._state) if self._state is not None else []
 
     def stats(self) -> dict[str, Any]:
+        """Counts and settings: documents, rows, tombstones, index type, transform, dims."""
         with self._lock.read():
+            if self._state is not None:
+                return st.state_stats(self._state)
             return {
-                "documents": len(self._docs),
-                "rows": len(self._fine) if self._fine else 0,
-                "tombstones": len(self._coarse.tombstones) if self._coarse else 0,
+                "documents": 0,
+                "rows": 0,
+                "tombstones": 0,
                 "index_type": self.config.index_type,
-                "transform": self._transform.kind.value if self._transform else None,
-                "source_dim": self._source_dim,
-                "coarse_dim": self.coarse_dim,
-                "fine_dim": self._fine_dim,
+                "transform": None,
+                "source_dim": self.source_dim,
+                "coarse_dim": None,
+                "fine_dim": self.fine_dim,
                 "fine_dtype": self.config.fine_dtype.value,
-                "fine_memory_mapped": bool(self._fine and self._fine.memory_mapped),
+                "fine_memory_mapped": False,
             }
 
     # -------------------------------------------------------------- ingestion
@@ -228,7 +226,7 @@ class CascadeIndex:
             return []
         adapter = self._require_adapter()
 
-        def batches() -> Iterator[_Batch]:
+        def batches() -> Iterator[tuple[list[str], list[str], list[dict[str, Any]], Any, Any]]:
             bar = progress(total=len(texts), desc="Indexing", show=show_progress_bar, unit="doc")
             try:
                 for start in range(0, len(texts), batch_size):
@@ -253,28 +251,27 @@ class CascadeIndex:
         metadatas: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[str]:
         """Upsert documents from precomputed vectors (L2-normalised here)."""
-        source = check_vectors("coarse_source", coarse_source, self._source_dim)
+        source = check_vectors("coarse_source", coarse_source, self.source_dim)
         n = source.shape[0]
-        fine_arr = check_vectors("fine", fine, self._fine_dim, n)
+        fine_arr = check_vectors("fine", fine, self.fine_dim, n)
         texts_list = check_texts(texts) if texts is not None else [""] * n
         if len(texts_list) != n:
             raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
         doc_ids = check_ids(ids, n)
         metas = check_metadatas(metadatas, n)
-        step = 65_536
         self._ingest(
             (
-                doc_ids[s : s + step],
-                texts_list[s : s + step],
-                metas[s : s + step],
-                source[s : s + step],
-                fine_arr[s : s + step],
+                doc_ids[s : s + _VECTOR_STEP],
+                texts_list[s : s + _VECTOR_STEP],
+                metas[s : s + _VECTOR_STEP],
+                source[s : s + _VECTOR_STEP],
+                fine_arr[s : s + _VECTOR_STEP],
             )
-            for s in range(0, n, step)
+            for s in range(0, n, _VECTOR_STEP)
         )
         return doc_ids
 
-    def _ingest(self, batches: Iterable[_Batch]) -> None:
+    def _ingest(self, parts: Iterable[tuple[list[str], list[str], list[dict[str, Any]], Any, Any]]) -> None:
         """Insert batches as they come (the model pass runs outside the lock).
 
         Until the coarse stage exists, batches are kept until ``train_size`` documents (or
@@ -282,132 +279,66 @@ class CascadeIndex:
         exists is decided under the write lock, so a concurrent ``clear()`` (or another
         thread fitting first) cannot slip in between the decision and the insert.
         """
-        pending: list[_Batch] = []
-        pending_n = 0
-        for batch in batches:
-            doc_ids, texts, metas, source, fine = batch
-            n = len(doc_ids)
+        pending: list[DocBatch] = []
+        for doc_ids, texts, metas, source, fine in parts:
             first = pending[0] if pending else None  # batches fitting together must agree
-            source = check_vectors("coarse_source", source, first[3].shape[1] if first else None, n)
-            fine = check_vectors("fine", fine, first[4].shape[1] if first else None, n)
-            source, fine = l2_normalize(source), l2_normalize(fine)
-            pending.append((doc_ids, texts, metas, source, fine))
-            pending_n += n
+            batch = DocBatch.checked(
+                doc_ids,
+                texts,
+                metas,
+                source,
+                fine,
+                source_dim=first.source.shape[1] if first else None,
+                fine_dim=first.fine.shape[1] if first else None,
+            )
+            pending.append(batch)
             with self._lock.write():
-                if self._coarse is None and pending_n < self.config.train_size:
+                if self._state is None and sum(map(len, pending)) < self.config.train_size:
                     continue  # keep collecting the documents that fit the coarse stage
                 self._insert_pending(pending)
-            pending, pending_n = [], 0
+            pending = []
         if pending:
             with self._lock.write():
                 self._insert_pending(pending)
 
-    def _insert_pending(self, pending: list[_Batch]) -> None:
+    def _insert_pending(self, pending: list[DocBatch]) -> None:
         """Fit the coarse stage on ``pending`` if there is none yet, then insert it (write lock held)."""
-        if self._coarse is None:
-            self._fit(np.concatenate([b[3] for b in pending]), np.concatenate([b[4] for b in pending]))
+        if self._state is None:
+            check_dim("coarse_source", pending[0].source, self.source_dim)
+            check_dim("fine", pending[0].fine, self.fine_dim)
+            state = st.new_state(
+                self._config, pending, same_vectors=bool(self._adapter and self._adapter.same_vectors)
+            )
+            if self._adapter is not None:
+                self._adapter.learn_dims(state.source_dim, state.fine_dim)
+            self._state = state
         for batch in pending:
-            self._insert(*batch)
-
-    def _fit(self, source: np.ndarray, fine: np.ndarray) -> None:
-        cfg = self.config
-        source = check_vectors("coarse_source", source, self._source_dim)
-        fine = check_vectors("fine", fine, self._fine_dim, source.shape[0])
-        source_dim, fine_dim = source.shape[1], fine.shape[1]
-        transform, coarse = fit_coarse(
-            cfg, source, fine, same_vectors=bool(self._adapter and self._adapter.same_vectors)
-        )
-        self._source_dim, self._fine_dim = source_dim, fine_dim
-        if self._adapter is not None and self._adapter.source_dim is None:
-            self._adapter.source_dim, self._adapter.fine_dim = source_dim, fine_dim
-        self._transform, self._coarse = transform, coarse
-        self._fine = FineStore(fine_dim, cfg.fine_dtype)
-
-    def _insert(
-        self,
-        ids: list[str],
-        texts: list[str],
-        metas: list[dict[str, Any]],
-        source: np.ndarray,
-        fine: np.ndarray,
-    ) -> None:
-        """Upsert one batch of L2-normalised rows; the caller holds the write lock."""
-        assert self._coarse is not None and self._fine is not None and self._transform
-        check_dim("coarse_source", source, self._source_dim)
-        check_dim("fine", fine, self._fine_dim)
-        coarse_vectors = self._transform(source)
-        self._remove([i for i in ids if i in self._docs.row_of])
-        n = len(ids)
-        new_ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        self._coarse.add(coarse_vectors, new_ids)
-        rows = self._fine.append(fine)
-        for doc_id, text, meta in zip(ids, texts, metas, strict=True):
-            self._docs.append(doc_id, text, meta)
-        end = int(rows[-1]) + 1
-        self._alive = _grow(self._alive, end, False)
-        self._id_of_row = _grow(self._id_of_row, end, -1)
-        self._row_of_id = _grow(self._row_of_id, self._next_id + n, -1)
-        self._alive[rows] = True
-        self._id_of_row[rows] = new_ids
-        self._row_of_id[new_ids] = rows
-        self._next_id += n
+            st.insert(self._state, batch)
 
     # ---------------------------------------------------------------- removal
-    def _remove(self, ids: list[str]) -> int:
-        if not ids:
-            return 0
-        rows = np.array([self._docs.remove(i) for i in ids], dtype=np.int64)
-        internal = self._id_of_row[rows]
-        assert self._coarse is not None
-        self._coarse.remove(internal)
-        self._alive[rows] = False
-        self._row_of_id[internal] = -1
-        return rows.size
-
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (missing ids are ignored); returns how many were removed."""
-        wanted = list(dict.fromkeys(check_strings(ids, "ids")))
+        wanted = check_strings(ids, "ids")
         with self._lock.write():
-            return self._remove([i for i in wanted if i in self._docs.row_of])
+            return st.remove(self._state, wanted) if self._state is not None else 0
 
     def clear(self) -> None:
         """Remove every document and forget the fitted transform and coarse index."""
         with self._lock.write():
-            fresh = CascadeIndex(None, self.config)
-            fresh._adapter = self._adapter
-            fresh._source_dim = self._adapter.source_dim if self._adapter else None
-            fresh._fine_dim = self._adapter.fine_dim if self._adapter else None
-            for name in (
-                "_docs",
-                "_fine",
-                "_coarse",
-                "_transform",
-                "_alive",
-                "_id_of_row",
-                "_row_of_id",
-                "_next_id",
-                "_source_dim",
-                "_fine_dim",
-            ):
-                setattr(self, name, getattr(fresh, name))
+            self._config = self.config
+            self._state = None
 
     def get_by_ids(self, ids: Sequence[str]) -> list[IndexedDocument]:
         """Documents for the given ids, in that order; unknown ids are skipped."""
         with self._lock.read():
-            out = []
-            for doc_id in ids:
-                row = self._docs.row_of.get(doc_id)
-                if row is not None:
-                    out.append(IndexedDocument(doc_id, self._docs.texts[row], self._docs.metadata(row)))
-            return out
+            return st.documents(self._state, ids) if self._state is not None else []
 
     def fine_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """(found ids, their fine vectors as float32 (n, fine_dim)); unknown ids are skipped."""
         with self._lock.read():
-            rows = [(i, self._docs.row_of[i]) for i in ids if i in self._docs.row_of]
-            if not rows or self._fine is None:
-                return [], np.zeros((0, self._fine_dim or 0), dtype=np.float32)
-            return [i for i, _ in rows], self._fine.gather(np.array([r for _, r in rows]))
+            if self._state is None:
+                return [], np.zeros((0, self.fine_dim or 0), dtype=np.float32)
+            return st.fine_vectors_of(self._state, ids)
 
     # ----------------------------------------------------------------- search
     def encode_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -417,12 +348,6 @@ class CascadeIndex:
     def encode_query_sources(self, queries: Sequence[str]) -> np.ndarray:
         """Coarse source query vectors only (the encoder pass stops at the coarse layer)."""
         return self._require_adapter().encode_query_sources(check_texts(queries))
-
-    def _default_shortlist(self, k: object) -> int:
-        """The configured shortlist, grown to ``k`` when ``k`` is larger."""
-        if isinstance(k, int) and not isinstance(k, bool):
-            return max(self.config.shortlist, k)
-        return self.config.shortlist
 
     def search(
         self,
@@ -438,9 +363,7 @@ class CascadeIndex:
         layer); the other modes encode both views in one pass.
         """
         queries = [queries] if isinstance(queries, str) else check_texts(queries)
-        _, _, mode = check_search_args(
-            k, self._default_shortlist(k) if shortlist is None else shortlist, mode
-        )
+        _, _, mode = _search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
         if filter is not None:
             validate_filter(filter)
         if not queries:
@@ -464,36 +387,25 @@ class CascadeIndex:
 
         ``fine`` may be ``None`` with ``mode="coarse"`` (the fine stage is not used).
         """
-        k, shortlist, mode = check_search_args(
-            k, self._default_shortlist(k) if shortlist is None else shortlist, mode
-        )
+        k, shortlist, mode = _search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
         if filter is not None:
             validate_filter(filter)
         if fine is None and mode is not SearchMode.COARSE:
             raise ValueError(
                 f"fine query vectors are required with mode={mode.value!r} (only 'coarse' skips them)"
             )
-        source = l2_normalize(check_vectors("query coarse_source", coarse_source, self._source_dim))
+        source = l2_normalize(check_vectors("query coarse_source", coarse_source, self.source_dim))
         fine_q = (
             None
             if fine is None
-            else l2_normalize(check_vectors("query fine", fine, self._fine_dim, source.shape[0]))
+            else l2_normalize(check_vectors("query fine", fine, self.fine_dim, source.shape[0]))
         )
         with self._lock.read():
-            if len(self._docs) == 0 or self._coarse is None:
+            if self._state is None:
                 return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
-            candidates = None if filter is None else self._docs.matching_rows(filter)
-            ids: list[list[str]] = []
-            out_scores: list[list[float]] = []
-            for start in range(0, source.shape[0], _QUERY_CHUNK):  # bounded memory per chunk
-                part = slice(start, start + _QUERY_CHUNK)
-                fine_part = None if fine_q is None else fine_q[part]
-                scores, rows = search_rows(self, source[part], fine_part, k, shortlist, candidates, mode)
-                for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True):
-                    keep = [(r, s) for r, s in zip(rr, ss, strict=True) if r >= 0 and s > -np.inf]
-                    ids.append([self._docs.ids[r] for r, _ in keep])  # type: ignore[misc]
-                    out_scores.append([s for _, s in keep])
-        return SearchResult(ids, out_scores)
+            return search_state(
+                self._state, source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode
+            )
 
     # ------------------------------------------------------------- reconfigure
     def reconfigure(
@@ -517,25 +429,45 @@ class CascadeIndex:
         Changing only ``shortlist``/``nprobe``/``ef_search`` rebuilds nothing. Searches wait
         while the coarse stage is rebuilt.
         """
-        reconfigure_index(
-            self,
-            coarse_layer=coarse_layer,
-            coarse_dim=coarse_dim,
-            transform=transform,
-            index_type=index_type,
-            shortlist=shortlist,
-            nprobe=nprobe,
-            ef_search=ef_search,
-            coarse_source=coarse_source,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-        )
+        settings = {
+            "coarse_layer": coarse_layer,
+            "coarse_dim": coarse_dim,
+            "transform": transform,
+            "index_type": index_type,
+            "shortlist": shortlist,
+            "nprobe": nprobe,
+            "ef_search": ef_search,
+        }
+        changes = {name: value for name, value in settings.items() if value is not None}
+        new_cfg = self.config.replace(**changes)
+        with self._lock.write():
+            adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
+            if self._state is None or (set(changes) <= LIGHT_SETTINGS and coarse_source is None):
+                self._config, self._adapter = new_cfg, adapter
+                if self._state is not None:
+                    self._state = retune(self._state, new_cfg)
+                return
+            same = bool(adapter and adapter.same_vectors)
+            source = rebuild_source(
+                self._state,
+                coarse_source,
+                same_vectors=same,
+                encode=None
+                if adapter is None
+                else (lambda t: adapter.encode_documents(t, batch_size=batch_size)[0]),
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+            )
+            self._state = rebuild_coarse(self._state, new_cfg, source, same_vectors=same)
+            self._config, self._adapter = new_cfg, adapter
 
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Atomically write the index into ``folder`` (replacing any previous index there)."""
         with self._lock.read():
-            self.manifest = save_index(self, Path(folder))
+            if self._state is None:
+                raise ValueError("cannot save an index that has never held documents (nothing is fitted)")
+            self.manifest = save_state(self._state, folder, identity_fields(self._adapter))
         return Path(folder)
 
     @classmethod
@@ -548,4 +480,19 @@ class CascadeIndex:
         mmap: bool = True,
     ) -> CascadeIndex:
         """Load an index folder; refuses corrupted files and a different model."""
-        return load_index(cls, Path(folder), embedder, verify=verify, mmap=mmap)
+        folder = Path(folder)
+        adapters: list[EmbedderAdapter] = []
+
+        def check(manifest: Manifest, config: CascadeConfig) -> None:
+            if embedder is not None:
+                adapter = EmbedderAdapter(embedder, config)
+                check_identity(folder, manifest, adapter)
+                adapter.learn_dims(manifest.source_dim, manifest.fine_dim)
+                adapters.append(adapter)
+
+        state, manifest = load_state(folder, verify=verify, mmap=mmap, check=check)
+        index = cls(None, state.config)
+        index._adapter = adapters[0] if adapters else None
+        index._state = state
+        index.manifest = manifest
+        return index

@@ -54,47 +54,58 @@ def validate_filter(filter: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 class DocStore:
-    """Row-aligned ids, texts and metadata; ``None`` id marks a deleted row."""
+    """Row-aligned texts and metadata, with an inverted index of metadata values for filters.
+
+    Rows are numbered by the caller (the :class:`~esrag.index.rows.RowMap` allocates them);
+    the store holds no document ids. A removed row keeps an empty text and no metadata.
+    """
 
     def __init__(self) -> None:
-        self.ids: list[str | None] = []
-        self.texts: list[str] = []
-        self.metadatas: list[dict[str, Any] | None] = []  # None: no metadata (saves memory)
-        self.row_of: dict[str, int] = {}
+        self._texts: list[str] = []
+        self._metadatas: list[dict[str, Any] | None] = []  # None: no metadata (saves memory)
         self._inverted: dict[str, dict[str, set[int]]] = {}
 
     def __len__(self) -> int:
-        return len(self.row_of)
+        """Rows held, removed ones included."""
+        return len(self._texts)
 
-    def append(self, doc_id: str, text: str, metadata: dict[str, Any]) -> int:
-        row = len(self.ids)
-        self.ids.append(doc_id)
-        self.texts.append(text)
-        self.metadatas.append(metadata or None)
-        self.row_of[doc_id] = row
+    def append(self, text: str, metadata: dict[str, Any]) -> int:
+        """Store one document in the next row; returns the row."""
+        row = len(self._texts)
+        self._texts.append(text)
+        self._metadatas.append(metadata or None)
         for field, value in metadata.items():
             self._inverted.setdefault(field, {}).setdefault(_key(value), set()).add(row)
         return row
 
-    def remove(self, doc_id: str) -> int:
-        """Forget ``doc_id``; returns its (now dead) row."""
-        row = self.row_of.pop(doc_id)
-        for field, value in (self.metadatas[row] or {}).items():
+    def remove(self, row: int) -> None:
+        """Forget the text and metadata of ``row``."""
+        for field, value in (self._metadatas[row] or {}).items():
             self._inverted[field][_key(value)].discard(row)
-        self.ids[row] = None
-        self.texts[row] = ""
-        self.metadatas[row] = None
-        return row
+        self._texts[row] = ""
+        self._metadatas[row] = None
+
+    def text(self, row: int) -> str:
+        """The text of ``row``."""
+        return self._texts[row]
+
+    def texts(self, rows: np.ndarray) -> list[str]:
+        """The texts of ``rows``, in that order."""
+        return [self._texts[r] for r in np.asarray(rows).tolist()]
 
     def metadata(self, row: int) -> dict[str, Any]:
         """A copy of the metadata of ``row``."""
-        return dict(self.metadatas[row] or {})
+        return dict(self._metadatas[row] or {})
 
     def known_fields(self) -> list[str]:
+        """Metadata field names that some stored document has."""
         return sorted(self._inverted)
 
-    def matching_rows(self, filter: Mapping[str, Any]) -> np.ndarray:
-        """Sorted live rows whose metadata satisfies ``filter``; unknown field → ValueError."""
+    def matching_rows(self, filter: Mapping[str, Any], live: np.ndarray) -> np.ndarray:
+        """Sorted rows whose metadata satisfies ``filter``; unknown field → ValueError.
+
+        ``live``: the live rows, returned for an empty filter.
+        """
         spec = validate_filter(filter)
         result: set[int] | None = None
         for field, keys in spec.items():
@@ -111,41 +122,43 @@ class DocStore:
             if not result:
                 break
         if result is None:  # empty filter: every live row
-            result = set(self.row_of.values())
+            return np.asarray(live, dtype=np.int64)
         return np.array(sorted(result), dtype=np.int64)
 
     # ---------------------------------------------------------------- storage
-    def write(self, path: Path, rows: np.ndarray) -> None:
+    def write(self, path: Path, rows: np.ndarray, ids: Sequence[str]) -> None:
+        """Write ``rows`` (with their document ``ids``) as JSON Lines, in that order."""
         with open(path, "w", encoding="utf-8") as handle:
-            for row in rows.tolist():
-                record = {
-                    "id": self.ids[row],
-                    "text": self.texts[row],
-                    "metadata": self.metadatas[row] or {},
-                }
+            for row, doc_id in zip(rows.tolist(), ids, strict=True):
+                record = {"id": doc_id, "text": self._texts[row], "metadata": self._metadatas[row] or {}}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def _read_line(self, path: Path, line_no: int, line: str) -> None:
-        try:
-            record = json.loads(line)
-            doc_id, text, metadata = record["id"], record["text"], record["metadata"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}, line {line_no}: bad document record ({exc})") from None
-        if not isinstance(doc_id, str) or not isinstance(text, str) or not isinstance(metadata, dict):
-            raise ValueError(f"{path}, line {line_no}: bad document record (wrong field types)")
-        if doc_id in self.row_of:
-            raise ValueError(f"{path}, line {line_no}: duplicate document id {doc_id!r}")
-        self.append(doc_id, text, metadata)
-
     @classmethod
-    def read(cls, path: Path, *, count: int) -> DocStore:
-        store = cls()
+    def read(cls, path: Path, *, count: int) -> tuple[DocStore, list[str]]:
+        """``(store, ids)`` of a file written by :meth:`write`; errors name the file and line."""
+        store, ids, seen = cls(), [], set()
         try:
             with open(path, encoding="utf-8") as handle:
                 for line_no, line in enumerate(handle, start=1):
-                    store._read_line(path, line_no, line)
+                    doc_id, text, metadata = _parse_record(path, line_no, line)
+                    if doc_id in seen:
+                        raise ValueError(f"{path}, line {line_no}: duplicate document id {doc_id!r}")
+                    seen.add(doc_id)
+                    ids.append(doc_id)
+                    store.append(text, metadata)
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: cannot read documents ({exc})") from None
-        if len(store.ids) != count or len(store) != count:
-            raise ValueError(f"{path}: expected {count} documents, found {len(store.ids)}")
-        return store
+        if len(ids) != count:
+            raise ValueError(f"{path}: expected {count} documents, found {len(ids)}")
+        return store, ids
+
+
+def _parse_record(path: Path, line_no: int, line: str) -> tuple[str, str, dict[str, Any]]:
+    try:
+        record = json.loads(line)
+        doc_id, text, metadata = record["id"], record["text"], record["metadata"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}, line {line_no}: bad document record ({exc})") from None
+    if not isinstance(doc_id, str) or not isinstance(text, str) or not isinstance(metadata, dict):
+        raise ValueError(f"{path}, line {line_no}: bad document record (wrong field types)")
+    return doc_id, text, metadata

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from esrag._arrays import l2_normalize
 from esrag.encoder.views import View, validate_views
 from esrag.index.config import CascadeConfig
-from esrag.index.transforms import l2_normalize
 
 __all__ = ["EmbedderAdapter", "is_elastic"]
 
@@ -129,6 +129,11 @@ class EmbedderAdapter:
                 "embeddings' views, or make them agree"
             )
         return doc, query
+
+    def learn_dims(self, source_dim: int, fine_dim: int) -> None:
+        """Record the vector widths of a plain ``Embeddings`` (known after its first call)."""
+        if self.source_dim is None:
+            self.source_dim, self.fine_dim = int(source_dim), int(fine_dim)
 
     @property
     def fingerprint(self) -> str:

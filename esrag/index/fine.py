@@ -26,10 +26,14 @@ class FineStore:
     """Append-only matrix of fine vectors (rows): a base part, memory-mapped after a load,
     and an in-memory tail that receives appended rows (so writing never copies the base)."""
 
-    def __init__(self, dim: int, dtype: FineDType | str = FineDType.FLOAT32) -> None:
+    def __init__(
+        self, dim: int, dtype: FineDType | str = FineDType.FLOAT32, *, base: np.ndarray | None = None
+    ) -> None:
         self.dim = int(dim)
         self.dtype = np.dtype(FineDType(dtype).value)
-        self._base: np.ndarray = np.empty((0, self.dim), dtype=self.dtype)
+        if base is not None and (base.ndim != 2 or base.shape[1] != self.dim or base.dtype != self.dtype):
+            raise ValueError(f"base must be {self.dtype} (n, {self.dim}), got {base.dtype} {base.shape}")
+        self._base: np.ndarray = np.empty((0, self.dim), dtype=self.dtype) if base is None else base
         self._tail: np.ndarray = np.empty((0, self.dim), dtype=self.dtype)
         self._tail_n = 0
 
@@ -140,15 +144,15 @@ class FineStore:
     def read(
         cls, path: Path, *, dim: int, dtype: FineDType | str, count: int, mmap: bool = True
     ) -> FineStore:
-        store = cls(dim, dtype)
+        """Open a ``.npy`` file written by :meth:`write` (memory-mapped read-only with ``mmap``)."""
+        want = np.dtype(FineDType(dtype).value)
         try:
             data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: unreadable fine vectors ({exc})") from exc
-        if data.shape != (count, store.dim) or data.dtype != store.dtype:
+        if data.shape != (count, int(dim)) or data.dtype != want:
             raise ValueError(
-                f"{path}: expected {store.dtype} vectors of shape ({count}, {store.dim}), "
+                f"{path}: expected {want} vectors of shape ({count}, {int(dim)}), "
                 f"found {data.dtype} {data.shape}"
             )
-        store._base = data
-        return store
+        return cls(dim, dtype, base=data)

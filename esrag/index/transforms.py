@@ -2,35 +2,24 @@
 
 Every transform maps a coarse source vector ``x`` (layer Lc, full width) to
 ``normalize(x @ M - b)`` with ``M`` of shape (source_dim, dim) — or to the renormalised first
-``dim`` coordinates for ``prefix``. Persisted as JSON + ``.npy`` (never pickle).
+``dim`` coordinates for ``prefix``. A transform is a plain value: :meth:`FittedTransform.describe`
+and its two arrays are what :mod:`esrag.index.format` persists (JSON + ``.npy``, never pickle).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from esrag._arrays import l2_normalize
 from esrag.index.config import Transform
 
-__all__ = ["FittedTransform", "fit_transform", "l2_normalize"]
+__all__ = ["FittedTransform", "fit_transform"]
 
 logger = logging.getLogger(__name__)
-
-META_FILE = "transform.json"
-MATRIX_FILE = "transform_matrix.npy"
-BIAS_FILE = "transform_bias.npy"
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation (zero rows stay zero), as contiguous float32."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.maximum(norms, 1e-12, out=norms)
-    return x / norms
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,46 +47,26 @@ class FittedTransform:
         return l2_normalize(out)
 
     def describe(self) -> dict[str, object]:
+        """The JSON-able description (kind and dims) persisted beside the arrays."""
         return {"kind": self.kind.value, "source_dim": self.source_dim, "dim": self.dim}
 
-    def save(self, folder: Path) -> list[str]:
-        """Write the transform into ``folder``; returns the file names written."""
-        (folder / META_FILE).write_text(json.dumps(self.describe(), indent=2) + "\n")
-        names = [META_FILE]
-        if self.matrix is not None:
-            np.save(folder / MATRIX_FILE, self.matrix, allow_pickle=False)
-            np.save(folder / BIAS_FILE, self._bias(), allow_pickle=False)
-            names += [MATRIX_FILE, BIAS_FILE]
-        return names
-
-    def _bias(self) -> np.ndarray:
-        return self.bias if self.bias is not None else np.zeros(self.dim, np.float32)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(matrix, bias)`` to persist (a zero bias when there is none); ``None`` for ``prefix``."""
+        if self.matrix is None:
+            return None
+        bias = self.bias if self.bias is not None else np.zeros(self.dim, np.float32)
+        return self.matrix, bias
 
     @classmethod
-    def load(cls, folder: Path) -> FittedTransform:
-        """Read a transform written by :meth:`save`; errors name the file."""
-        meta_path = folder / META_FILE
-        try:
-            meta = json.loads(meta_path.read_text())
-            kind = Transform(meta["kind"])
-            source_dim, dim = int(meta["source_dim"]), int(meta["dim"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{meta_path}: unreadable transform description ({exc})") from exc
-        if kind is Transform.PREFIX:
+    def from_description(
+        cls, meta: Mapping[str, object], arrays: tuple[np.ndarray, np.ndarray] | None
+    ) -> FittedTransform:
+        """Inverse of :meth:`describe` + :meth:`arrays` (the caller checked the arrays' shapes)."""
+        kind = Transform(meta["kind"])
+        source_dim, dim = int(meta["source_dim"]), int(meta["dim"])  # type: ignore[call-overload]
+        if kind is Transform.PREFIX or arrays is None:
             return cls(kind, source_dim, dim)
-        matrix = _load_array(folder / MATRIX_FILE, (source_dim, dim))
-        bias = _load_array(folder / BIAS_FILE, (dim,))
-        return cls(kind, source_dim, dim, matrix, bias)
-
-
-def _load_array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable array ({exc})") from exc
-    if array.shape != shape or array.dtype != np.float32:
-        raise ValueError(f"{path}: expected float32 array of shape {shape}, got {array.dtype} {array.shape}")
-    return array
+        return cls(kind, source_dim, dim, arrays[0], arrays[1])
 
 
 def _top_components(cov: np.ndarray, dim: int) -> np.ndarray:

@@ -1,1 +1,3 @@
 """LangChain integrations: Embeddings and a cascade VectorStore."""
+
+__all__ = []

@@ -19,7 +19,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from esrag.index import CascadeConfig, CascadeIndex, SearchMode
-from esrag.index._inputs import check_batch_size
+from esrag.validation import check_batch_size
 
 __all__ = ["CascadeRetriever", "CascadeVectorStore"]
 

@@ -1,0 +1,22 @@
+"""The exceptions esrag raises on purpose, under one base class.
+
+Catch :class:`EsragError` to handle every deliberate esrag error at once. Each specific error
+also derives from the built-in type it has always been (``ValueError`` for bad data and
+formats), so existing ``except ValueError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EsragError", "IndexFormatError", "ModelMismatchError"]
+
+
+class EsragError(Exception):
+    """Base class of the errors esrag raises deliberately."""
+
+
+class IndexFormatError(EsragError, ValueError):
+    """An index folder is missing, corrupted, truncated or of an unsupported format."""
+
+
+class ModelMismatchError(EsragError, ValueError):
+    """The query encoder is not the model (or the settings) the index was built with."""

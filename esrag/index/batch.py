@@ -1,0 +1,106 @@
+"""A batch of documents to insert, checked as a whole before anything is stored.
+
+:class:`DocBatch` is the unit every write goes through: ids, texts, metadata and both
+vectors of ``n`` documents, already validated and L2-normalised, so inserting it cannot fail
+half-way on bad input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from esrag._arrays import l2_normalize
+from esrag.validation import check_vectors
+
+__all__ = ["DocBatch", "check_ids", "check_metadatas", "concat_batches"]
+
+
+def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
+    """Ids for ``n`` items (``None`` entries get a fresh uuid4); duplicates are an error."""
+    if ids is None:
+        return [str(uuid.uuid4()) for _ in range(n)]
+    if isinstance(ids, str):
+        raise TypeError("ids must be a list of strings, not a single string")
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
+    ids = list(ids)
+    if len(ids) != n:
+        raise ValueError(f"got {len(ids)} ids for {n} documents")
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for position, doc_id in enumerate(ids):
+        if doc_id is None:
+            doc_id = str(uuid.uuid4())
+        elif not isinstance(doc_id, str):
+            raise TypeError(f"ids[{position}] must be a str, got {type(doc_id).__name__}")
+        if doc_id in seen:
+            raise ValueError(
+                f"duplicate id {doc_id!r} at positions {seen[doc_id]} and {position} in one call"
+            )
+        seen[doc_id] = position
+        out.append(doc_id)
+    return out
+
+
+def check_metadatas(metadatas: Sequence[dict[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
+    """``n`` metadata dicts (``None`` entries become ``{}``); keys must be str."""
+    if metadatas is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadatas, (str, dict)) or not isinstance(metadatas, Iterable):
+        raise TypeError(f"metadatas must be a list of dicts, got {type(metadatas).__name__}")
+    metadatas = list(metadatas)
+    if len(metadatas) != n:
+        raise ValueError(f"got {len(metadatas)} metadatas for {n} documents")
+    out = []
+    for position, meta in enumerate(metadatas):
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise TypeError(f"metadatas[{position}] must be a dict, got {type(meta).__name__}")
+        for key in meta:
+            if not isinstance(key, str):
+                raise TypeError(f"metadatas[{position}] has a non-str key {key!r}")
+        out.append(dict(meta))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class DocBatch:
+    """``n`` checked documents: ids, texts, metadata, L2-normalised source and fine vectors."""
+
+    ids: list[str]
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+    source: np.ndarray
+    fine: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def checked(
+        cls,
+        ids: list[str],
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+        source: Any,
+        fine: Any,
+        *,
+        source_dim: int | None,
+        fine_dim: int | None,
+    ) -> DocBatch:
+        """Validate shapes (``source_dim``/``fine_dim`` when known) and normalise the vectors."""
+        n = len(ids)
+        source = check_vectors("coarse_source", source, source_dim, n)
+        fine = check_vectors("fine", fine, fine_dim, n)
+        return cls(ids, texts, metadatas, l2_normalize(source), l2_normalize(fine))
+
+
+def concat_batches(batches: Sequence[DocBatch]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(source, fine)`` vectors of several batches, stacked."""
+    return np.concatenate([b.source for b in batches]), np.concatenate([b.fine for b in batches])

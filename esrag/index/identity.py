@@ -1,0 +1,68 @@
+"""The model identity an index records, and the check that a query encoder matches it.
+
+An index is only meaningful with the encoder (and the views) its documents were encoded
+with. :func:`identity_fields` gives the manifest fields describing the embedder;
+:func:`check_identity` refuses an embedder that differs, naming the field and both values.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from esrag.errors import ModelMismatchError
+from esrag.index.embedder import EmbedderAdapter
+from esrag.index.format import MANIFEST_FILE, Manifest
+
+__all__ = ["check_identity", "identity_fields"]
+
+logger = logging.getLogger(__name__)
+
+
+def _view(view: Any) -> tuple[int, int] | None:
+    return None if view is None else (int(view.layer), int(view.dim))
+
+
+def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
+    """The manifest's model fields for ``adapter`` (an index without one records none)."""
+    if adapter is None:
+        return {
+            "model_name": None,
+            "model_fingerprint": None,
+            "embedder_kind": "none",
+            "coarse_source_view": None,
+            "fine_view": None,
+        }
+    return {
+        "model_name": adapter.name,
+        "model_fingerprint": adapter.fingerprint,
+        "embedder_kind": adapter.kind,
+        "coarse_source_view": _view(adapter.source_view),
+        "fine_view": _view(adapter.fine_view),
+    }
+
+
+def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -> None:
+    """Raise :class:`ModelMismatchError` unless ``adapter`` is the model ``manifest`` records."""
+    where = folder / MANIFEST_FILE
+    if manifest.embedder_kind not in ("none", adapter.kind):
+        raise ModelMismatchError(
+            f"{where}: the index was built with a {manifest.embedder_kind} embedder "
+            f"({manifest.model_name!r}), got a {adapter.kind} one ({adapter.name!r})"
+        )
+    if manifest.model_fingerprint is None:
+        logger.warning("%s records no model fingerprint; cannot verify the query encoder", where)
+    elif adapter.fingerprint != manifest.model_fingerprint:
+        raise ModelMismatchError(
+            f"{where}: the index was built with model {manifest.model_name!r} "
+            f"(fingerprint {manifest.model_fingerprint[:16]}…), but the query encoder "
+            f"{adapter.name!r} has fingerprint {adapter.fingerprint[:16]}…; "
+            "load it with the index's model or rebuild the index"
+        )
+    for label, recorded, actual in (
+        ("coarse source view", manifest.coarse_source_view, _view(adapter.source_view)),
+        ("fine view", manifest.fine_view, _view(adapter.fine_view)),
+    ):
+        if recorded is not None and actual is not None and tuple(recorded) != actual:
+            raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")

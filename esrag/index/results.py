@@ -1,0 +1,28 @@
+"""What index reads return: search hits and stored documents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["IndexedDocument", "SearchResult"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Per query, best first: document ids and their scores (cosine similarity)."""
+
+    ids: list[list[str]]
+    scores: list[list[float]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """A stored document: its id, text and (a copy of its) metadata."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]

@@ -1,0 +1,139 @@
+"""The state of a fitted cascade index as one value, and the writes and reads on it.
+
+:class:`IndexState` is the unit that is built, searched, saved, loaded and rebuilt: the
+configuration, the fitted coarse transform, the coarse FAISS stage, the fine store, the doc
+store and the row map. Functions here take a state and change its parts or read them;
+none of them knows about :class:`~esrag.index.cascade.CascadeIndex` (which adds the lock
+and the embedder on top) or about the on-disk format (:mod:`esrag.index.format`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from esrag.index.batch import DocBatch, concat_batches
+from esrag.index.coarse import CoarseIndex
+from esrag.index.config import CascadeConfig
+from esrag.index.docstore import DocStore
+from esrag.index.fine import FineStore
+from esrag.index.fit import fit_coarse
+from esrag.index.results import IndexedDocument
+from esrag.index.rows import RowMap
+from esrag.index.transforms import FittedTransform
+from esrag.validation import check_dim
+
+__all__ = [
+    "IndexState",
+    "documents",
+    "fine_vectors_of",
+    "insert",
+    "live_ids",
+    "new_state",
+    "remove",
+    "state_stats",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class IndexState:
+    """Everything a fitted index holds. The parts are mutable stores; the state itself is
+    replaced (``dataclasses.replace``) when its configuration or coarse stage changes."""
+
+    config: CascadeConfig
+    transform: FittedTransform
+    coarse: CoarseIndex
+    fine: FineStore
+    docs: DocStore
+    rows: RowMap
+
+    @property
+    def source_dim(self) -> int:
+        """Width of the coarse source vectors (before the transform)."""
+        return int(self.transform.source_dim)
+
+    @property
+    def fine_dim(self) -> int:
+        """Width of the fine vectors."""
+        return int(self.fine.dim)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def new_state(config: CascadeConfig, batches: Sequence[DocBatch], *, same_vectors: bool) -> IndexState:
+    """An empty state whose coarse stage is fitted on ``batches`` (which are not inserted)."""
+    source, fine = concat_batches(batches)
+    transform, coarse = fit_coarse(config, source, fine, same_vectors=same_vectors)
+    return IndexState(
+        config, transform, coarse, FineStore(fine.shape[1], config.fine_dtype), DocStore(), RowMap()
+    )
+
+
+def insert(state: IndexState, batch: DocBatch) -> None:
+    """Upsert one checked batch: replaces documents whose ids are already stored.
+
+    Everything that can fail on the batch's content (shapes, the transform) runs before the
+    first store is changed.
+    """
+    check_dim("coarse_source", batch.source, state.source_dim)
+    check_dim("fine", batch.fine, state.fine_dim)
+    coarse_vectors = state.transform(batch.source)
+    remove(state, batch.ids)
+    rows, coarse_ids = state.rows.add(batch.ids)
+    state.coarse.add(coarse_vectors, coarse_ids)
+    fine_rows = state.fine.append(batch.fine)
+    doc_rows = [
+        state.docs.append(text, meta) for text, meta in zip(batch.texts, batch.metadatas, strict=True)
+    ]
+    if not (np.array_equal(rows, fine_rows) and rows.tolist() == doc_rows):  # pragma: no cover - invariant
+        raise RuntimeError("row map, fine store and doc store disagree on row numbers")
+
+
+def remove(state: IndexState, ids: Iterable[str]) -> int:
+    """Delete the stored ones among ``ids``; returns how many were removed."""
+    rows, coarse_ids = state.rows.remove(ids)
+    state.coarse.remove(coarse_ids)
+    for row in rows.tolist():
+        state.docs.remove(row)
+    return int(rows.size)
+
+
+def live_ids(state: IndexState) -> list[str]:
+    """Live document ids in row order."""
+    return state.rows.doc_ids(state.rows.live().tolist())
+
+
+def documents(state: IndexState, ids: Sequence[str]) -> list[IndexedDocument]:
+    """Stored documents for ``ids``, in that order; unknown ids are skipped."""
+    return [
+        IndexedDocument(doc_id, state.docs.text(row), state.docs.metadata(row))
+        for doc_id, row in state.rows.found(ids)
+    ]
+
+
+def fine_vectors_of(state: IndexState, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(found ids, their fine vectors as float32 (n, fine_dim)); unknown ids are skipped."""
+    found = state.rows.found(ids)
+    if not found:
+        return [], np.zeros((0, state.fine_dim), dtype=np.float32)
+    return [i for i, _ in found], state.fine.gather(np.array([r for _, r in found], dtype=np.int64))
+
+
+def state_stats(state: IndexState) -> dict[str, Any]:
+    """Counts and settings of a fitted state (see :meth:`CascadeIndex.stats`)."""
+    return {
+        "documents": len(state.rows),
+        "rows": len(state.fine),
+        "tombstones": len(state.coarse.tombstones),
+        "index_type": state.config.index_type,
+        "transform": state.transform.kind.value,
+        "source_dim": state.source_dim,
+        "coarse_dim": state.transform.dim,
+        "fine_dim": state.fine_dim,
+        "fine_dtype": state.config.fine_dtype.value,
+        "fine_memory_mapped": state.fine.memory_mapped,
+    }
