@@ -1,4 +1,4 @@
-"""Readers for corpora (JSONL/CSV/Parquet/text folders/BEIR) and BEIR datasets."""
+"""Readers for tables (JSONL/JSON/CSV/TSV/Parquet), corpora (tables, text folders, BEIR) and BEIR datasets."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from esrag.data.beir import (
 from esrag.data.chunking import chunk_text
 from esrag.data.corpus import CorpusFormat, CorpusSpec, Document, detect_format, read_corpus
 from esrag.data.errors import DataError
+from esrag.data.tables import Position, Row, TableFormat, read_table, table_format
 
 __all__ = [
     "BeirDataset",
@@ -21,6 +22,9 @@ __all__ = [
     "CorpusSpec",
     "DataError",
     "Document",
+    "Position",
+    "Row",
+    "TableFormat",
     "chunk_text",
     "detect_format",
     "doc_text",
@@ -28,4 +32,6 @@ __all__ = [
     "load_qrels",
     "load_queries",
     "read_corpus",
+    "read_table",
+    "table_format",
 ]

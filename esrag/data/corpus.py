@@ -1,7 +1,9 @@
-"""Stream documents from a corpus: JSONL, CSV/TSV, Parquet, a folder of .txt/.md files, or BEIR.
+"""Stream documents from a corpus: JSONL, JSON, CSV/TSV, Parquet, a folder of .txt/.md files, or BEIR.
 
-Every reader yields :class:`Document` records one at a time (memory bounded by one record
-or one Parquet batch), and every error names the file, the line (or row) and the field.
+Tabular files are read with :func:`esrag.data.tables.read_table` (one rule per extension,
+the same as for training data); every reader yields :class:`Document` records one at a time
+(memory bounded by one record or one Parquet batch; a top-level JSON array is read whole),
+and every error names the file, the line (or row, or JSON array element) and the field.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esrag.data._lines import iter_csv_rows, iter_jsonl, iter_text_lines
+from esrag.data._lines import iter_text_lines
 from esrag.data.beir import doc_text
 from esrag.data.chunking import chunk_text
 from esrag.data.errors import DataError
+from esrag.data.tables import TABLE_SUFFIXES, Position, TableFormat, read_table
 
 __all__ = ["CorpusFormat", "CorpusSpec", "Document", "detect_format", "read_corpus"]
 
@@ -29,7 +32,11 @@ Scalar = str | int | float | bool
 
 
 class CorpusFormat(str, enum.Enum):
+    """How a corpus is laid out: a tabular file (see :mod:`esrag.data.tables`), a folder of
+    text files, or a BEIR folder."""
+
     JSONL = "jsonl"
+    JSON = "json"
     CSV = "csv"
     TSV = "tsv"
     PARQUET = "parquet"
@@ -44,7 +51,7 @@ class Document:
     id: str
     text: str
     metadata: dict[str, Scalar] = field(default_factory=dict)
-    source: str = ""  # "file:line", for messages
+    source: str = ""  # where it came from ("file:line", see Position), for messages
 
     @property
     def content_hash(self) -> str:
@@ -67,15 +74,7 @@ class CorpusSpec:
     extensions: tuple[str, ...] = (".txt", ".md")
 
 
-_SUFFIXES = {
-    ".jsonl": CorpusFormat.JSONL,
-    ".ndjson": CorpusFormat.JSONL,
-    ".json": CorpusFormat.JSONL,
-    ".csv": CorpusFormat.CSV,
-    ".tsv": CorpusFormat.TSV,
-    ".parquet": CorpusFormat.PARQUET,
-    ".pq": CorpusFormat.PARQUET,
-}
+_SUFFIXES = {suffix: CorpusFormat(fmt.value) for suffix, fmt in TABLE_SUFFIXES.items()}
 
 
 def detect_format(path: str | os.PathLike[str]) -> CorpusFormat:
@@ -103,26 +102,20 @@ def read_corpus(
     spec = spec or CorpusSpec()
     path = Path(path)
     fmt = CorpusFormat(fmt) if fmt is not None else detect_format(path)
-    readers = {
-        CorpusFormat.JSONL: _read_jsonl,
-        CorpusFormat.CSV: _read_csv,
-        CorpusFormat.TSV: _read_csv,
-        CorpusFormat.PARQUET: _read_parquet,
-        CorpusFormat.FOLDER: _read_folder,
-        CorpusFormat.BEIR: _read_beir,
-    }
+    if fmt is CorpusFormat.FOLDER:
+        items = _read_folder(path, spec)
+    elif fmt is CorpusFormat.BEIR:
+        items = _read_beir(path, spec)
+    else:
+        items = _read_table(path, spec, TableFormat(fmt.value))
     seen: dict[str, str] = {}
     count = 0
-    for doc in readers[fmt](path, spec, fmt):
+    for position, doc in items:
         if doc is None:
             continue
         if doc.id in seen:
-            file, _, line = doc.source.rpartition(":")
-            raise DataError(
-                file or path,
-                int(line) if line.isdigit() else None,
-                f"duplicate id {doc.id!r} (first at {seen[doc.id]})",
-                field=spec.id_field or "id",
+            raise _error(
+                position, f"duplicate id {doc.id!r} (first at {seen[doc.id]})", field=spec.id_field or "id"
             )
         seen[doc.id] = doc.source
         count += 1
@@ -131,51 +124,52 @@ def read_corpus(
         raise DataError(path, None, "the corpus has no documents")
 
 
-def _record_to_doc(rec: dict[str, Any], spec: CorpusSpec, path: Path, line: int) -> Document | None:
+def _error(position: Position, message: str, *, field: str | None = None) -> DataError:
+    """A :class:`DataError` at ``position`` (a JSON array element is named by its index)."""
+    if position.element is not None:
+        message = f"{position.label}: {message}"
+    return DataError(position.path, position.locator, message, field=field)
+
+
+def _record_to_doc(rec: dict[str, Any], spec: CorpusSpec, position: Position) -> Document | None:
     id_field = spec.id_field or ("id" if "id" in rec or "_id" not in rec else "_id")
     raw_id = rec.get(id_field)
+    keys = ", ".join(sorted(map(str, rec))) or "none"
     if raw_id is None or raw_id == "":
-        keys = ", ".join(sorted(map(str, rec))) or "none"
-        raise DataError(
-            path,
-            line,
-            f"missing (the record has: {keys}); choose the id field with --id-field",
-            field=id_field,
+        raise _error(
+            position, f"missing (the record has: {keys}); choose the id field with --id-field", field=id_field
         )
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-        raise DataError(path, line, f"expected a string or int, got {type(raw_id).__name__}", field=id_field)
+        raise _error(position, f"expected a string or int, got {type(raw_id).__name__}", field=id_field)
     text = rec.get(spec.text_field)
     if text is None:
-        keys = ", ".join(sorted(map(str, rec))) or "none"
-        raise DataError(
-            path,
-            line,
+        raise _error(
+            position,
             f"missing (the record has: {keys}); choose the text field with --text-field",
             field=spec.text_field,
         )
     if not isinstance(text, str):
-        raise DataError(path, line, f"expected a string, got {type(text).__name__}", field=spec.text_field)
+        raise _error(position, f"expected a string, got {type(text).__name__}", field=spec.text_field)
     title = rec.get(spec.title_field) if spec.title_field else None
     if title is not None and not isinstance(title, str):
-        raise DataError(path, line, f"expected a string, got {type(title).__name__}", field=spec.title_field)
+        raise _error(position, f"expected a string, got {type(title).__name__}", field=spec.title_field)
     full = doc_text(title or "", text)
     if not full:
-        log.warning("%s:%d: empty text, document %r skipped", path, line, raw_id)
+        log.warning("%s: empty text, document %r skipped", position, raw_id)
         return None
     used = {id_field, spec.text_field, spec.title_field}
-    meta = _metadata(rec, spec, used, path, line)
-    return Document(str(raw_id), full, meta, f"{path}:{line}")
+    return Document(str(raw_id), full, _metadata(rec, spec, used, position), str(position))
 
 
 def _metadata(
-    rec: dict[str, Any], spec: CorpusSpec, used: set[str | None], path: Path, line: int
+    rec: dict[str, Any], spec: CorpusSpec, used: set[str | None], position: Position
 ) -> dict[str, Scalar]:
     if spec.metadata_fields is not None:
         meta: dict[str, Scalar] = {}
         for name in spec.metadata_fields:
             if name not in rec:
-                raise DataError(path, line, "missing metadata field", field=name)
-            meta[name] = _scalar(rec[name], name, path, line)
+                raise _error(position, "missing metadata field", field=name)
+            meta[name] = _scalar(rec[name], name, position)
         return meta
     flat: dict[str, Any] = {}
     nested = rec.get("metadata")
@@ -185,60 +179,27 @@ def _metadata(
     return {k: v for k, v in flat.items() if isinstance(v, str | int | float | bool)}
 
 
-def _scalar(value: Any, name: str, path: Path, line: int) -> Scalar:
+def _scalar(value: Any, name: str, position: Position) -> Scalar:
     if isinstance(value, str | int | float | bool):
         return value
-    raise DataError(
-        path, line, f"metadata must be a string, number or bool, got {type(value).__name__}", field=name
+    raise _error(
+        position, f"metadata must be a string, number or bool, got {type(value).__name__}", field=name
     )
 
 
-def _read_jsonl(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
-    for line, rec in iter_jsonl(path):
-        yield _record_to_doc(rec, spec, path, line)
+_Item = tuple[Position, Document | None]
 
 
-def _read_csv(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
-    header: list[str] | None = None
-    for line, row in iter_csv_rows(path, delimiter="\t" if fmt is CorpusFormat.TSV else ","):
-        if header is None:
-            header = [cell.strip() for cell in row]
-            continue
-        if len(row) != len(header):
-            raise DataError(path, line, f"expected {len(header)} columns like the header, got {len(row)}")
-        rec: dict[str, Any] = dict(zip(header, row, strict=True))
-        yield _record_to_doc(rec, spec, path, line)
-    if header is None:
-        raise DataError(path, None, "the file is empty (no header row)")
+def _read_table(path: Path, spec: CorpusSpec, fmt: TableFormat) -> Iterator[_Item]:
+    for row in read_table(path, fmt, require=(spec.text_field,)):
+        yield row.position, _record_to_doc(row.values, spec, row.position)
 
 
-def _read_parquet(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - pyarrow ships with datasets
-        raise ImportError("reading Parquet needs pyarrow: pip install pyarrow") from err
-    try:
-        handle = pq.ParquetFile(path)
-    except Exception as err:
-        raise DataError(path, None, f"not a readable Parquet file ({err})") from None
-    columns = handle.schema_arrow.names
-    for name in (spec.text_field,):
-        if name not in columns:
-            raise DataError(path, None, f"no such column (columns: {', '.join(columns)})", field=name)
-    row = 0
-    for batch in handle.iter_batches(batch_size=1024):
-        for rec in batch.to_pylist():
-            row += 1
-            yield _record_to_doc(rec, spec, path, row)
-
-
-def _read_beir(path: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document | None]:
-    corpus = path / "corpus.jsonl"
-    for line, rec in iter_jsonl(corpus):
-        beir_spec = CorpusSpec(
-            id_field="_id", text_field="text", title_field="title", metadata_fields=spec.metadata_fields
-        )
-        yield _record_to_doc(rec, beir_spec, corpus, line)
+def _read_beir(path: Path, spec: CorpusSpec) -> Iterator[_Item]:
+    beir_spec = CorpusSpec(
+        id_field="_id", text_field="text", title_field="title", metadata_fields=spec.metadata_fields
+    )
+    yield from _read_table(path / "corpus.jsonl", beir_spec, TableFormat.JSONL)
 
 
 def _iter_files(root: Path, extensions: Sequence[str]) -> Iterable[Path]:
@@ -252,7 +213,7 @@ def _iter_files(root: Path, extensions: Sequence[str]) -> Iterable[Path]:
     )
 
 
-def _read_folder(root: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Document]:
+def _read_folder(root: Path, spec: CorpusSpec) -> Iterator[_Item]:
     files = list(_iter_files(root, spec.extensions))
     if not files:
         raise DataError(root, None, f"no {'/'.join(spec.extensions)} files in the folder")
@@ -267,6 +228,6 @@ def _read_folder(root: Path, spec: CorpusSpec, fmt: CorpusFormat) -> Iterator[Do
         for i, chunk in enumerate(chunks):
             pos = text.find(chunk, offset)
             offset = max(pos, offset)
-            line = text.count("\n", 0, offset) + 1
+            position = Position(file, i + 1, line=text.count("\n", 0, offset) + 1)
             meta: dict[str, Scalar] = {"source": rel, "chunk": i}
-            yield Document(f"{rel}#{i}", chunk, meta, f"{file}:{line}")
+            yield position, Document(f"{rel}#{i}", chunk, meta, str(position))

@@ -15,8 +15,9 @@ def where(path: str | os.PathLike[str], line: int | None = None) -> str:
 class DataError(ValueError):
     """A malformed input file; ``str(err)`` starts with ``file:line:``.
 
-    Attributes ``path``, ``line`` (1-based, or None when the whole file is at fault) and
-    ``field`` (or None) let callers point at the problem programmatically.
+    Attributes ``path``, ``line`` (1-based, or None when the whole file is at fault),
+    ``field`` (or None) and ``detail`` (the message without the location) let callers
+    point at the problem programmatically.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class DataError(ValueError):
         self.path = os.fspath(path)
         self.line = line
         self.field = field
+        self.detail = message
         prefix = where(path, line)
         detail = f"field {field!r}: {message}" if field is not None else message
         super().__init__(f"{prefix}: {detail}")

@@ -37,7 +37,7 @@ _EXPORTS = {
     "PcaMode": "esrag.train.config",
     "Precision": "esrag.train.config",
     "TrainConfig": "esrag.train.config",
-    "Examples": "esrag.train.data",
+    "Examples": "esrag.train.examples",
     "load_training_data": "esrag.train.data",
     "TrainResult": "esrag.train.trainer",
     "Trainer": "esrag.train.trainer",
@@ -53,7 +53,8 @@ if TYPE_CHECKING:  # pragma: no cover
         Precision,
         TrainConfig,
     )
-    from esrag.train.data import Examples, load_training_data
+    from esrag.train.data import load_training_data
+    from esrag.train.examples import Examples
     from esrag.train.trainer import Trainer, TrainResult, train
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from esrag.train.data import Examples
+from esrag.train.examples import Examples
 
 __all__ = ["Batch", "BatchPlan", "false_negative_mask"]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from esrag.encoder import EspressoEncoder, View
 from esrag.evaluation.metrics import mrr_at_k
-from esrag.train.data import Examples
+from esrag.train.examples import Examples
 
 __all__ = ["evaluate_examples", "mrr_at_10", "spearman"]
 
