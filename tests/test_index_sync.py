@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from esrag.data import Document
+from esrag.data.corpus import content_hash
 from esrag.index import CascadeConfig, CascadeIndex
-from esrag.index.sync import content_hash, sync
+from esrag.index.sync import sync
 
 
 class _CountingEncoder:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from esrag.data.chunking import chunk_text
 from esrag.data.errors import DataError
 from esrag.data.tables import TABLE_SUFFIXES, Position, TableFormat, read_table
 
-__all__ = ["CorpusFormat", "CorpusSpec", "Document", "detect_format", "read_corpus"]
+__all__ = ["CorpusFormat", "CorpusSpec", "Document", "content_hash", "detect_format", "read_corpus"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,13 @@ class Document:
     @property
     def content_hash(self) -> str:
         """SHA-256 of text + metadata: what incremental builds compare."""
-        payload = json.dumps([self.text, self.metadata], sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return content_hash(self.text, self.metadata)
+
+
+def content_hash(text: str, metadata: Mapping[str, Any]) -> str:
+    """SHA-256 of a document's text and metadata (key order irrelevant)."""
+    payload = json.dumps([text, dict(metadata)], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

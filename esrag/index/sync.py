@@ -8,21 +8,15 @@ save.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-__all__ = ["SyncReport", "content_hash", "sync"]
+from esrag.data.corpus import content_hash
+
+__all__ = ["SyncReport", "sync"]
 
 _LOOKUP_BATCH = 1000
-
-
-def content_hash(text: str, metadata: Mapping[str, Any]) -> str:
-    """SHA-256 of a document's text and metadata: what incremental builds compare."""
-    payload = json.dumps([text, dict(metadata)], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 class _Doc(Protocol):
