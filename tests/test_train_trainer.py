@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -450,3 +451,49 @@ def test_gradient_checkpointing_and_cpu_precision_fallback(
     assert seen == [(True, True)] * 4
     assert "precision bf16 needs CUDA; training in fp32" in caplog.text
     assert EspressoEncoder(result.output, device="cpu").encode(["cat"]).shape == (1, 32)
+
+
+def _stop_after(last: int) -> Callable[[int, dict[str, float]], None]:
+    """An ``on_step`` that interrupts the run once step ``last`` is done."""
+
+    def on_step(step: int, _parts: dict[str, float]) -> None:
+        if step == last:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def test_a_checkpoint_written_before_the_typed_state_resumes(
+    model_dir: Path, pairs_file: Path, tmp_path: Path
+) -> None:
+    """Before checkpoint.TrainState the scheduler's ``lr_lambdas`` were saved as None (the
+    schedule was a nested function); every other entry of state.pt/state.json is unchanged."""
+    reference = train(tiny_config(model_dir, pairs_file, tmp_path / "a"))
+    cfg = tiny_config(model_dir, pairs_file, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=_stop_after(3))
+    state_pt = tmp_path / "b-checkpoints" / "step-00000003" / "state.pt"
+    tensors = torch.load(state_pt, weights_only=True)
+    tensors["scheduler"]["lr_lambdas"] = [None] * len(tensors["scheduler"]["lr_lambdas"])
+    torch.save(tensors, state_pt)
+    resumed = train(cfg)
+    assert resumed.resumed_from == 3 and resumed.history == reference.history
+    first, second = _weights(reference.output), _weights(resumed.output)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_selection_keeps_the_earlier_best_on_a_tie(model_dir: Path, pairs_file: Path, tmp_path: Path) -> None:
+    from esrag.train.checkpoint import Best, RngState
+    from esrag.train.loop import Progress, Snapshot
+
+    trainer = Trainer(tiny_config(model_dir, pairs_file, tmp_path / "o"))
+    progress = Progress(0, [], None, None, None, Snapshot(RngState.capture(), {}))
+    run = argparse.Namespace(progress=progress)  # _select reads only the run's progress
+    assert trainer._select(run, {"score": 0.5}) == Best(0, 0.5, {"score": 0.5})  # type: ignore[arg-type]
+    progress.step = 2
+    assert trainer._select(run, {"score": 0.5}) is None  # type: ignore[arg-type]
+    assert trainer._select(run, {"score": 0.25}) is None  # type: ignore[arg-type]
+    progress.step = 4
+    assert trainer._select(run, {"score": 0.75}) == Best(4, 0.75, {"score": 0.75})  # type: ignore[arg-type]
+    assert progress.best == Best(4, 0.75, {"score": 0.75})

@@ -39,7 +39,7 @@ _EXPORTS = {
     "TrainConfig": "esrag.train.config",
     "Examples": "esrag.train.examples",
     "load_training_data": "esrag.train.data",
-    "TrainResult": "esrag.train.trainer",
+    "TrainResult": "esrag.train.result",
     "Trainer": "esrag.train.trainer",
     "train": "esrag.train.trainer",
 }
@@ -55,7 +55,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from esrag.train.data import load_training_data
     from esrag.train.examples import Examples
-    from esrag.train.trainer import Trainer, TrainResult, train
+    from esrag.train.result import TrainResult
+    from esrag.train.trainer import Trainer, train
 
 
 __getattr__ = lazy_getattr("esrag.train", _EXPORTS, globals())

@@ -1,0 +1,134 @@
+"""What a run optimises, built from its :class:`TrainConfig`: trained layers, evaluation
+views, the ESE losses, AdamW with its warmup/decay schedule, activation checkpointing.
+
+Pure builders: they read the config and the encoder, validate the model's shape against
+the config, and return new objects; the :class:`~esrag.train.trainer.Trainer` owns them.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from esrag.encoder import EspressoEncoder, View, parse_view, validate_views
+from esrag.train.config import TrainConfig
+from esrag.train.losses import CompressLoss, CoSENTLoss, ESELoss, ExpressLoss, InfoNCELoss
+
+__all__ = [
+    "build_losses",
+    "build_optimizer",
+    "eval_views",
+    "lr_factor",
+    "set_activation_checkpointing",
+    "trained_layers",
+]
+
+
+def trained_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
+    """The layers whose embeddings enter the loss (shallow ones, then the last), ascending.
+
+    Raises ValueError when ``compress_dim`` or ``layers`` do not fit the model.
+    """
+    last = encoder.num_layers
+    if config.compress and config.compress_dim > encoder.hidden_size:
+        raise ValueError(
+            f"compress_dim {config.compress_dim} exceeds the model's hidden size {encoder.hidden_size}"
+        )
+    for position, layer in enumerate(config.layers):
+        if not 1 <= layer < last:
+            raise ValueError(
+                f"layers[{position}] = {layer} is not a shallow layer of this "
+                f"{last}-layer model (1..{last - 1})"
+            )
+    shallow = sorted(set(config.layers or range(1, last))) if config.express else []
+    return [*shallow, last]
+
+
+def eval_views(config: TrainConfig, encoder: EspressoEncoder) -> list[View]:
+    """``config.eval_views`` checked against the model, else (layer 2 at ``compress_dim``, full)."""
+    if config.eval_views:
+        views = [parse_view(v) for v in config.eval_views]
+        return validate_views(views, encoder.num_layers, encoder.hidden_size)
+    coarse = View(min(2, encoder.num_layers), min(config.compress_dim, encoder.hidden_size))
+    full = View(encoder.num_layers, encoder.hidden_size)
+    return [coarse, full] if coarse != full else [full]
+
+
+def _ese_loss(config: TrainConfig, base: torch.nn.Module, compress: CompressLoss | None) -> ESELoss:
+    express = (
+        ExpressLoss(
+            base,
+            kl_weight=config.kl_weight,
+            temperature=config.kl_temperature,
+            reduction=config.express_reduction,
+            prefix_dims=config.prefix_dims,
+        )
+        if config.express
+        else None
+    )
+    return ESELoss(
+        base,
+        express=express,
+        compress=compress,
+        express_weight=config.express_weight,
+        compress_weight=config.compress_weight,
+        prefix_dims=config.prefix_dims,
+    )
+
+
+def build_losses(config: TrainConfig) -> tuple[ESELoss, ESELoss, CompressLoss | None]:
+    """(InfoNCE-based ESE loss for pairs, CoSENT-based one for scored rows, their shared
+    learn-to-compress term or None)."""
+    compress = (
+        CompressLoss(
+            config.compress_dim,
+            temperature=config.compress_temperature,
+            mode=config.pca,
+            momentum=config.pca_momentum,
+        )
+        if config.compress
+        else None
+    )
+    infonce = _ese_loss(config, InfoNCELoss(config.scale), compress)
+    cosent = _ese_loss(config, CoSENTLoss(config.scale), compress)
+    return infonce, cosent, compress
+
+
+def lr_factor(step: int, *, warmup: int, total: int) -> float:
+    """The learning-rate multiplier at ``step``: linear warmup to 1, then linear decay to 0."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def build_optimizer(
+    config: TrainConfig, encoder: EspressoEncoder, total: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases and norms) and its schedule over ``total`` steps."""
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, param in encoder.model.named_parameters():
+        if param.requires_grad:
+            no_decay = name.endswith("bias") or "norm" in name.lower()
+            (plain if no_decay else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    factor = functools.partial(lr_factor, warmup=round(config.warmup_ratio * total), total=total)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_activation_checkpointing(model: Any, enable: bool) -> None:
+    """Switch activation (gradient) checkpointing; transformers 5 renamed the methods."""
+    if enable:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
