@@ -17,5 +17,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def view_vectors(layer_vectors: np.ndarray, dim: int) -> np.ndarray:
     """The first ``dim`` coordinates of each row, re-normalised (a (layer, dim) view of
-    full-width vectors: normalising before slicing does not change the slice's direction)."""
+    full-width vectors: normalising before slicing does not change the slice's direction).
+    """
     return l2_normalize(layer_vectors[:, :dim])

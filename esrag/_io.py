@@ -64,7 +64,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def fsync_tree(root: str | os.PathLike[str]) -> None:
-    """fsync every file and folder below ``root`` (and ``root`` itself)."""
+    """Fsync every file and folder below ``root`` (and ``root`` itself)."""
     root = Path(root)
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:

@@ -8,7 +8,7 @@ one implementation serves every message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,13 @@ __all__ = [
     "check_batch_size",
     "check_dim",
     "check_int",
+    "check_number",
     "check_strings",
     "check_texts",
     "check_vectors",
     "default_shortlist",
     "is_int",
+    "is_number",
 ]
 
 _VECTOR_CHUNK = 65_536
@@ -31,6 +33,20 @@ def is_int(value: object, *, numpy_ok: bool = False) -> bool:
     """True for an ``int`` that is not a ``bool`` (and numpy integers when ``numpy_ok``)."""
     kinds: tuple[type, ...] = (int, np.integer) if numpy_ok else (int,)
     return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """True for an ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_number(value: object, name: str, *, ok: Callable[[float], bool], expected: str) -> float:
+    """``value`` as a number for which ``ok(value)`` holds, else ``ValueError``
+    ``"{name} must be {expected}, got {value!r}"``.
+    """
+    if not is_number(value) or not ok(value):  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def check_int(

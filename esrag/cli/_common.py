@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from esrag.errors import EsragError
+
 __all__ = [
     "CliError",
     "load_encoder",
@@ -24,7 +26,7 @@ DEFAULT_MODEL = "default"
 _ENCODERS: dict[tuple[str, str | None], Any] = {}
 
 
-class CliError(Exception):
+class CliError(EsragError):
     """A user-facing error: printed as ``esrag: error: ...``, exit code 2."""
 
 

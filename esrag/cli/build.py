@@ -18,6 +18,7 @@ _BATCH = 1000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag build`` arguments to ``p``."""
     p.add_argument(
         "corpus",
         metavar="CORPUS",
@@ -109,6 +110,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def read_documents(args: argparse.Namespace) -> list[Any]:
+    """Read (and fully validate) the corpus named on the command line."""
     from esrag.data.corpus import CorpusSpec, read_corpus
 
     spec = CorpusSpec(
@@ -123,6 +125,7 @@ def read_documents(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag build``: build or update, then print the summary (or JSON)."""
     report = build(args)
     if args.json:
         print_json(report)
@@ -132,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(report: dict[str, Any]) -> str:
+    """A two-line human summary of a :func:`build` report."""
     cfg = report["config"]
     coarse = f"layer {cfg['coarse_layer'] or 'last'}, {cfg['coarse_dim']} dims, {cfg['transform']}"
     head = (

@@ -11,6 +11,7 @@ __all__ = ["add_arguments", "add_labels_arguments", "evaluate", "load_labels", "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag eval`` arguments to ``p``."""
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     add_labels_arguments(p)
     p.add_argument(
@@ -32,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_labels_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the labelled-queries arguments (``--queries``/``--qrels`` or ``--beir``/``--split``)."""
     p.add_argument("--queries", metavar="FILE", help="queries: BEIR queries.jsonl or id<TAB>text TSV")
     p.add_argument(
         "--qrels", metavar="FILE", help="relevance judgments: qrels TSV (query-id, corpus-id, score)"
@@ -70,6 +72,7 @@ def load_labels(
 
 
 def evaluate(args: argparse.Namespace) -> Any:
+    """Evaluate the index's cascade against its fine-only reference on the labelled queries."""
     from esrag.evaluation.cascade import evaluate_cascade
 
     queries, qrels = load_labels(args)
@@ -81,6 +84,7 @@ def evaluate(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag eval`` and print the result (or JSON)."""
     result = evaluate(args)
     if args.json:
         print_json(result.to_json())

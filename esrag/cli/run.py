@@ -33,7 +33,8 @@ _POSITIONAL = {"build": "corpus", "search": "query", "run": "recipe"}
 def _toml_position(err: Exception, raw: str) -> tuple[int, int, str]:
     """(line, column, message) of a TOML decode error; ``tomllib`` puts the position in the
     message ("... (at line 3, column 7)", "... (at end of document)"), newer Pythons also
-    in ``lineno``/``colno``."""
+    in ``lineno``/``colno``.
+    """
     text = str(err)
     match = re.search(r"\s*\(at line (\d+), column (\d+)\)\s*$", text)
     if match:
@@ -49,6 +50,7 @@ def _toml_position(err: Exception, raw: str) -> tuple[int, int, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag run`` arguments to ``p``."""
     p.add_argument("recipe", metavar="FILE.toml", help="pipeline recipe, e.g. pipelines/quickstart.toml")
     p.add_argument(
         "--only", metavar="STEP", action="append", choices=STEPS, help="run only these steps (repeatable)"
@@ -157,12 +159,30 @@ def _resolve(value: Any, key: str, root: Path) -> Any:
     return value
 
 
-def _argv(step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[str, Any]) -> list[str]:
+def _option_actions(step: str) -> dict[str, argparse.Action]:
+    """The options of ``esrag STEP`` (``--name`` and ``-k`` spellings) and their actions."""
     from esrag.cli.main import build_parser
 
     parser = build_parser([step])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    actions = {opt: act for act in sub.choices[step]._actions for opt in act.option_strings}
+    return {opt: act for act in sub.choices[step]._actions for opt in act.option_strings}
+
+
+def _flag_args(flag: str, value: Any, action: argparse.Action) -> list[str]:
+    """The command-line tokens of one recipe option."""
+    if isinstance(value, bool):
+        return [flag] if value else []
+    if not isinstance(value, list):
+        return [flag, str(value)]
+    if isinstance(action, argparse._AppendAction):
+        return [token for item in value for token in (flag, str(item))]
+    if action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1):
+        return [flag, *map(str, value)]
+    return [flag, ",".join(map(str, value))]
+
+
+def _argv(step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[str, Any]) -> list[str]:
+    actions = _option_actions(step)
     positional = _POSITIONAL.get(step)
     given = {k.replace("_", "-") for k in options}
     for key, value in defaults.items():
@@ -183,21 +203,7 @@ def _argv(step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[st
             raise CliError(
                 f"{recipe.where(step, key)}: [{step}] has no option {key!r} (see `esrag {step} --help`)"
             )
-        flag = f"-{name}" if len(name) == 1 else f"--{name}"
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-            continue
-        if isinstance(value, list):
-            if isinstance(action, argparse._AppendAction):
-                for item in value:
-                    argv += [flag, str(item)]
-            elif action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1):
-                argv += [flag, *map(str, value)]
-            else:
-                argv += [flag, ",".join(map(str, value))]
-            continue
-        argv += [flag, str(value)]
+        argv += _flag_args(f"-{name}" if len(name) == 1 else f"--{name}", value, action)
     if positional and step in _POSITIONAL:
         if not pos_values:
             raise CliError(f"{recipe.where(step)}: [{step}] needs {positional!r}")
@@ -206,6 +212,7 @@ def _argv(step: str, options: dict[str, Any], recipe: _Recipe, defaults: dict[st
 
 
 def plan(recipe: _Recipe, only: list[str] | None = None) -> list[list[str]]:
+    """The command lines (one list of arguments per step) a recipe runs, in order."""
     data = recipe.data
     unknown = [name for name in data if name not in (*STEPS, "pipeline")]
     if unknown:
@@ -246,6 +253,7 @@ def plan(recipe: _Recipe, only: list[str] | None = None) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag run``: every step of the recipe in order, stopping at the first failure."""
     import shlex
 
     from esrag.cli.main import build_parser

@@ -7,11 +7,13 @@ import json
 from typing import Any
 
 from esrag.cli._common import CliError, add_model_args, open_index, print_json
+from esrag.validation import default_shortlist
 
 __all__ = ["add_arguments", "format_hits", "parse_filters", "run", "search"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag search`` arguments to ``p``."""
     p.add_argument("query", nargs="+", help="one or more query strings")
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
@@ -40,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_filters(items: list[str]) -> dict[str, Any] | None:
+    """``KEY=VALUE`` filters as a metadata filter dict (a VALUE that is JSON is parsed), or ``None``."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -56,10 +59,9 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
 
 
 def search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Search the index for every query; hits carry id, score, text and metadata."""
     index, _encoder = open_index(args.index, args.model, args.device)
-    shortlist = args.shortlist
-    if shortlist is None and args.k > index.config.shortlist:
-        shortlist = args.k  # a k above the index's default shortlist widens it
+    shortlist = default_shortlist(args.shortlist, args.k, index.config.shortlist)
     result = index.search(
         args.query, k=args.k, shortlist=shortlist, filter=parse_filters(args.filter), mode=args.mode
     )
@@ -80,6 +82,7 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:
+    """Human-readable hits, one line per hit (text shortened to ``width``)."""
     lines: list[str] = []
     for res in results:
         lines.append(f"query: {res['query']}")
@@ -94,6 +97,7 @@ def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag search`` and print the hits (or JSON)."""
     results = search(args)
     if args.json:
         print_json(results[0] if len(results) == 1 else results)

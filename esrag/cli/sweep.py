@@ -41,6 +41,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag sweep`` arguments to ``p``."""
     add_sweep_arguments(p)
     p.add_argument(
         "--output",
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the arguments ``sweep`` and ``tune`` share (index, labels, grid, target)."""
     p.add_argument("--index", required=True, metavar="FOLDER", help="index folder")
     add_labels_arguments(p)
     p.add_argument(
@@ -110,6 +112,7 @@ def check_sweep_args(args: argparse.Namespace) -> None:
 
 
 def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
+    """Run the sweep the arguments describe over ``index``'s documents."""
     from esrag.evaluation.sweep import SweepGrid
     from esrag.evaluation.tune import sweep_index
 
@@ -139,6 +142,7 @@ def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
 
 
 def write_outputs(result: Any, folder: Path, *, plot: bool) -> list[Path]:
+    """Write the sweep's JSON, Markdown and (with ``plot``) Pareto plot into ``folder``."""
     import json
 
     from esrag._io import atomic_write_bytes, atomic_write_json
@@ -155,6 +159,7 @@ def write_outputs(result: Any, folder: Path, *, plot: bool) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag sweep`` and print the table (or JSON)."""
     check_sweep_args(args)
     index, encoder = open_index(args.index, args.model, args.device)
     result, _vectors = sweep_from_args(args, index, encoder)

@@ -10,6 +10,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag train`` arguments (one per :class:`TrainConfig` field) to ``p``."""
     from esrag.train.cli_args import add_train_arguments
 
     add_train_arguments(p)
@@ -17,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag train`` and print the result."""
     from esrag.train.cli_args import run_from_args
 
     result = run_from_args(args)

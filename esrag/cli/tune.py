@@ -11,6 +11,7 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``esrag tune`` arguments to ``p``."""
     add_sweep_arguments(p)
     p.add_argument(
         "--output", metavar="FOLDER", default=None, help="also write sweep.json / sweep.md / sweep.png here"
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``esrag tune``: sweep, apply the recommendation, save the index, print."""
     check_sweep_args(args)
     index, encoder = open_index(args.index, args.model, args.device)
     result, doc_layers = sweep_from_args(args, index, encoder)

@@ -45,7 +45,8 @@ def iter_text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
 
 def read_utf8(path: str | os.PathLike[str]) -> str:
     """The whole text of a UTF-8 file (a leading BOM dropped); bad bytes raise
-    :class:`DataError` naming the line, a missing file ``FileNotFoundError``."""
+    :class:`DataError` naming the line, a missing file ``FileNotFoundError``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -63,7 +64,8 @@ def read_utf8(path: str | os.PathLike[str]) -> str:
 def iter_csv_rows(path: str | os.PathLike[str], *, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, cells)`` for each record of a UTF-8 CSV/TSV file (``"``-quoted
     fields may span lines; the number is the record's **first** line). Records whose cells
-    are all blank are skipped. Bad bytes and malformed CSV raise :class:`DataError`."""
+    are all blank are skipped. Bad bytes and malformed CSV raise :class:`DataError`.
+    """
     reader = csv.reader((text + "\n" for _number, text in iter_text_lines(path)), delimiter=delimiter)
     consumed = 0
     while True:

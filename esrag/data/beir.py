@@ -60,6 +60,7 @@ class BeirDataset:
 
     @property
     def doc_ids(self) -> list[str]:
+        """Corpus document ids, in file order."""
         return list(self.corpus)
 
     def doc_texts(self) -> list[str]:
@@ -85,7 +86,8 @@ def iter_beir_corpus(path: str | os.PathLike[str]) -> Iterator[tuple[str, BeirDo
 
 def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
     """Queries as id → text: BEIR ``queries.jsonl`` (``_id``/``id`` and ``text``/``query``)
-    or a TSV of ``id<TAB>text`` rows (header optional)."""
+    or a TSV of ``id<TAB>text`` rows (header optional).
+    """
     path = Path(path)
     queries: dict[str, str] = {}
     first: dict[str, int] = {}

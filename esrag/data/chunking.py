@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from esrag.validation import check_int, is_int
+
 __all__ = ["chunk_text"]
 
 _WORD = re.compile(r"\S+")
@@ -16,9 +18,8 @@ def chunk_text(text: str, size: int = 1000, overlap: int = 200) -> list[str]:
     Whitespace inside a chunk is kept as in the source; leading/trailing whitespace is
     stripped. An all-whitespace text gives no chunks.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk size must be a positive int, got {size!r}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
+    check_int(size, "chunk size", minimum=1, expected="a positive int")
+    if not is_int(overlap) or not 0 <= overlap < size:
         raise ValueError(f"chunk overlap must be an int in 0..{size - 1} (below the size), got {overlap!r}")
     words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
     chunks: list[str] = []

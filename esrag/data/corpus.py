@@ -23,6 +23,7 @@ from esrag.data.beir import doc_text
 from esrag.data.chunking import chunk_text
 from esrag.data.errors import DataError
 from esrag.data.tables import TABLE_SUFFIXES, Position, TableFormat, read_table
+from esrag.validation import is_int
 
 __all__ = ["CorpusFormat", "CorpusSpec", "Document", "content_hash", "detect_format", "read_corpus"]
 
@@ -33,7 +34,8 @@ Scalar = str | int | float | bool
 
 class CorpusFormat(str, enum.Enum):
     """How a corpus is laid out: a tabular file (see :mod:`esrag.data.tables`), a folder of
-    text files, or a BEIR folder."""
+    text files, or a BEIR folder.
+    """
 
     JSONL = "jsonl"
     JSON = "json"
@@ -68,7 +70,8 @@ def content_hash(text: str, metadata: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class CorpusSpec:
     """How to read a corpus. ``id_field=None`` means "id", else "_id"; ``metadata_fields=None``
-    keeps every other scalar field (a nested ``metadata`` object is flattened into it)."""
+    keeps every other scalar field (a nested ``metadata`` object is flattened into it).
+    """
 
     id_field: str | None = None
     text_field: str = "text"
@@ -144,7 +147,7 @@ def _record_to_doc(rec: dict[str, Any], spec: CorpusSpec, position: Position) ->
         raise _error(
             position, f"missing (the record has: {keys}); choose the id field with --id-field", field=id_field
         )
-    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+    if not (isinstance(raw_id, str) or is_int(raw_id)):
         raise _error(position, f"expected a string or int, got {type(raw_id).__name__}", field=id_field)
     text = rec.get(spec.text_field)
     if text is None:

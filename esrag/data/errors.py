@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from esrag.errors import EsragError
+
 __all__ = ["DataError", "where"]
 
 
@@ -12,7 +14,7 @@ def where(path: str | os.PathLike[str], line: int | None = None) -> str:
     return f"{os.fspath(path)}:{line}" if line is not None else os.fspath(path)
 
 
-class DataError(ValueError):
+class DataError(EsragError, ValueError):
     """A malformed input file; ``str(err)`` starts with ``file:line:``.
 
     Attributes ``path``, ``line`` (1-based, or None when the whole file is at fault),

@@ -79,7 +79,8 @@ TABLE_SUFFIXES: Mapping[str, TableFormat] = MappingProxyType(
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a row came from: the file, its 1-based ``row`` among the file's rows, and the
-    first file ``line`` (JSON Lines, CSV/TSV) or the 0-based ``element`` index (JSON array)."""
+    first file ``line`` (JSON Lines, CSV/TSV) or the 0-based ``element`` index (JSON array).
+    """
 
     path: Path
     row: int
@@ -89,7 +90,8 @@ class Position:
     @property
     def locator(self) -> int | None:
         """The ``N`` of ``FILE:N`` in messages: the line, the Parquet row, or None for a JSON
-        array element (its :attr:`label` names it)."""
+        array element (its :attr:`label` names it).
+        """
         if self.line is not None:
             return self.line
         return None if self.element is not None else self.row

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esrag._arrays import view_vectors
 from esrag._io import atomic_write_bytes
 from esrag.encoder.encoder import EspressoEncoder
 
@@ -80,6 +81,4 @@ def encode_cached(
 
 def view_of(stacked: np.ndarray, layers: Sequence[int], layer: int, dim: int) -> np.ndarray:
     """The ``(layer, dim)`` view from :func:`encode_cached` output, re-normalised."""
-    vectors = np.ascontiguousarray(stacked[:, list(layers).index(layer), :dim])
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    return view_vectors(stacked[:, list(layers).index(layer)], dim)

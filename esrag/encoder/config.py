@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from esrag.encoder.views import Pooling, View
+from esrag.validation import is_int
 
 __all__ = ["ENCODER_CONFIG_FILE", "ENCODER_FORMAT_VERSION", "EncoderConfig", "read_folder_config"]
 
@@ -28,6 +29,7 @@ class EncoderConfig:
     format_version: int = ENCODER_FORMAT_VERSION
 
     def to_json(self) -> dict[str, object]:
+        """The config as a JSON object (what ``esrag.json`` holds)."""
         data = asdict(self)
         data["pooling"] = self.pooling.value
         data["default_view"] = self.default_view.to_json() if self.default_view else None
@@ -35,10 +37,11 @@ class EncoderConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, object], *, source: str) -> EncoderConfig:
+        """Parse and check an ``esrag.json`` object; errors name ``source``."""
         if not isinstance(data, dict):
             raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
         version = data.get("format_version", ENCODER_FORMAT_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int):
+        if not is_int(version):
             raise ValueError(f"{source}: field 'format_version' must be an int, got {version!r}")
         if version > ENCODER_FORMAT_VERSION:
             raise ValueError(
@@ -54,13 +57,13 @@ class EncoderConfig:
             ) from None
         view = data.get("default_view")
         if view is not None and (
-            not isinstance(view, list) or len(view) != 2 or not all(_is_int(v) and v >= 1 for v in view)
+            not isinstance(view, list) or len(view) != 2 or not all(is_int(v) and v >= 1 for v in view)
         ):
             raise ValueError(
                 f"{source}: field 'default_view' must be [layer, dim] (two ints >= 1), got {view!r}"
             )
         max_length = data.get("max_length")
-        if max_length is not None and (not _is_int(max_length) or max_length < 2):
+        if max_length is not None and (not is_int(max_length) or max_length < 2):
             raise ValueError(f"{source}: field 'max_length' must be an int >= 2, got {max_length!r}")
         name = data.get("name")
         if name is not None and not isinstance(name, str):
@@ -72,10 +75,6 @@ class EncoderConfig:
             name=name,
             format_version=ENCODER_FORMAT_VERSION,
         )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> object:
@@ -111,6 +110,6 @@ def read_folder_config(folder: Path) -> EncoderConfig | None:
         if not isinstance(st_config, dict):
             raise ValueError(f"{st_path}: expected a JSON object, got {type(st_config).__name__}")
         max_length = st_config.get("max_seq_length")
-        if max_length is not None and (not _is_int(max_length) or max_length < 2):
+        if max_length is not None and (not is_int(max_length) or max_length < 2):
             raise ValueError(f"{st_path}: field 'max_seq_length' must be an int >= 2, got {max_length!r}")
     return EncoderConfig(pooling=pooling, max_length=max_length)

@@ -20,7 +20,8 @@ from esrag._io import atomic_folder
 from esrag._progress import progress
 from esrag.encoder.config import ENCODER_CONFIG_FILE, EncoderConfig, read_folder_config
 from esrag.encoder.pooling import pool
-from esrag.encoder.views import Pooling, View, parse_view, validate_views
+from esrag.encoder.views import Pooling, View, check_view, validate_views
+from esrag.validation import check_int
 
 __all__ = ["DEFAULT_MODEL_NAME", "EspressoEncoder", "default_model_path"]
 
@@ -124,12 +125,8 @@ class EspressoEncoder:
         if view is None:
             self.default_view = View(self.num_layers, self.hidden_size)
         else:
-            parse_view(view, what="default_view")  # form errors name default_view
-            try:
-                self.default_view = validate_views([view], self.num_layers, self.hidden_size)[0]
-            except ValueError as exc:
-                where = "" if default_view is not None else f" (from {folder / ENCODER_CONFIG_FILE})"
-                raise ValueError(f"default_view{where}: {exc}") from None
+            where = "" if default_view is not None else f" (from {folder / ENCODER_CONFIG_FILE})"
+            self.default_view = check_view(view, f"default_view{where}", self.num_layers, self.hidden_size)
         accepted = inspect.signature(self.model.forward).parameters
         self._forward_keys = {"input_ids", "attention_mask", "token_type_ids"} & set(accepted)
         self._lock = threading.RLock()
@@ -151,8 +148,7 @@ class EspressoEncoder:
         if getattr(self.model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"}:
             limit -= 2  # position ids start after the padding index
         if requested is not None:
-            if isinstance(requested, bool) or not isinstance(requested, int) or requested < 2:
-                raise ValueError(f"max_length must be an int >= 2, got {requested!r}")
+            check_int(requested, "max_length", minimum=2)
             if requested > limit:
                 raise ValueError(f"max_length {requested} exceeds the model's {limit} positions")
             return requested
@@ -181,6 +177,7 @@ class EspressoEncoder:
 
     @property
     def config(self) -> EncoderConfig:
+        """What :meth:`save` writes to ``esrag.json``: pooling, max length, default view, name."""
         return EncoderConfig(
             pooling=self.pooling,
             max_length=self.max_length,
@@ -320,8 +317,7 @@ class EspressoEncoder:
         items = _check_texts(texts)
         single = views is None
         asked = [self.default_view] if single else validate_views(views, self.num_layers, self.hidden_size)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int(batch_size, "batch_size", minimum=1, expected="a positive int")
         outputs = [np.empty((len(items), v.dim), dtype=np.float32) for v in asked]
         layers = sorted({v.layer for v in asked})
         truncated = 0

@@ -6,7 +6,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Pooling", "View", "parse_view", "validate_views"]
+from esrag.validation import is_int
+
+__all__ = ["Pooling", "View", "check_view", "parse_view", "validate_views"]
 
 
 class Pooling(str, enum.Enum):
@@ -31,6 +33,7 @@ class View:
         return f"{self.layer}:{self.dim}"
 
     def to_json(self) -> list[int]:
+        """``[layer, dim]``."""
         return [self.layer, self.dim]
 
 
@@ -46,7 +49,7 @@ def parse_view(value: object, *, what: str = "view") -> View:
     if isinstance(value, Sequence) and len(value) == 2:
         layer, dim = value
         for name, item in (("layer", layer), ("dim", dim)):
-            if isinstance(item, bool) or not isinstance(item, int):
+            if not is_int(item):
                 raise TypeError(f"{what} {value!r}: {name} must be an int, got {type(item).__name__}")
         return View(int(layer), int(dim))
     raise TypeError(f"{what} must be a View, a (layer, dim) pair or a 'layer:dim' string, got {value!r}")
@@ -73,3 +76,16 @@ def validate_views(views: Sequence[object], num_layers: int, hidden_size: int) -
         seen[view] = position
         parsed.append(view)
     return parsed
+
+
+def check_view(value: object, what: str, num_layers: int, hidden_size: int) -> View:
+    """One view, parsed and checked against a model's shape; errors start with ``what``.
+
+    Form errors (``parse_view``) name ``what`` directly; range errors read
+    ``"{what}: views[0] = ...: layer 9 is outside 1..6"``.
+    """
+    parse_view(value, what=what)  # form errors name ``what``
+    try:
+        return validate_views([value], num_layers, hidden_size)[0]
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None

@@ -35,6 +35,7 @@ class StageResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """Metrics, latencies and settings as a JSON object."""
         return {
             **{name: round(value, 6) for name, value in self.metrics.items()},
             "latency_ms_p50": round(self.latency_ms_p50, 4),
@@ -59,6 +60,7 @@ class CascadeEvaluation:
         return self.cascade.metrics[name] / ref if ref > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
+        """Both stages, the retention and the query count as a JSON object."""
         return {
             "cascade": self.cascade.to_json(),
             "fine": self.fine.to_json(),
@@ -67,6 +69,7 @@ class CascadeEvaluation:
         }
 
     def to_markdown(self) -> str:
+        """A Markdown table of every metric for the cascade beside the fine-only reference."""
         names = [*self.cascade.metrics, "latency_ms_p50", "latency_ms_p95"]
         rows = ["| metric | cascade | fine-only | cascade / fine |", "|---|---:|---:|---:|"]
         for name in names:
@@ -94,7 +97,8 @@ def run_mode(
     filter: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, list[str]], list[float]]:
     """Batched search for the run, then single-query searches timed (milliseconds, one
-    FAISS thread)."""
+    FAISS thread).
+    """
     result = index.search_embeddings(coarse_q, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
     run = {qid: list(ids) for qid, ids in zip(qids, result.ids, strict=True)}
     latencies: list[float] = []
@@ -116,7 +120,8 @@ def run_mode(
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
     """Time single queries on one thread (FAISS OpenMP and numpy's BLAS): thread fork/join on
-    a busy machine otherwise adds milliseconds of noise to a sub-millisecond search."""
+    a busy machine otherwise adds milliseconds of noise to a sub-millisecond search.
+    """
     import faiss
 
     before = faiss.omp_get_max_threads()

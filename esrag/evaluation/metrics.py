@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, overload
 
+from esrag.validation import check_int
+
 __all__ = [
     "DEFAULT_METRICS",
     "Qrels",
@@ -56,8 +58,7 @@ class _Rev(str):
 
 
 def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int(k, "k", minimum=1, expected="a positive int")
 
 
 def _queries(qrels: Qrels) -> list[str]:

@@ -44,6 +44,7 @@ class SweepGrid:
         return cls(tuple(layers), tuple(dims))
 
     def validate(self, num_layers: int, hidden: int) -> None:
+        """Raise ``ValueError`` for a layer or dim outside the model's shape."""
         for layer in self.layers:
             if not 1 <= layer <= num_layers:
                 raise ValueError(f"sweep layer {layer} is outside 1..{num_layers}")
@@ -77,6 +78,7 @@ class SweepPoint:
 
     @property
     def label(self) -> str:
+        """A short label, e.g. ``L2/64 pca s100``."""
         return f"L{self.layer}/{self.dim} {self.transform} s{self.shortlist}"
 
 
@@ -92,6 +94,7 @@ class SweepResult:
     settings: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
+        """The whole sweep as a JSON object."""
         return {
             "quality_metric": self.quality_metric,
             "target_retention": self.target,
@@ -137,6 +140,7 @@ class SweepResult:
         return "\n".join(lines)
 
     def recommendation_text(self) -> str:
+        """One sentence naming the recommended setting (or the best one when none meets the target)."""
         if self.recommended is None:
             best = max(self.points, key=lambda p: p.retention)
             return (

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from esrag._arrays import view_vectors
+
 __all__ = ["encode_layers", "fine_vectors", "sample_doc_queries"]
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,7 @@ def encode_layers(
 
 def fine_vectors(layer_vectors: np.ndarray, dim: int) -> np.ndarray:
     """The (layer, dim) view from full-width vectors: slice, then L2-normalise."""
-    out = np.ascontiguousarray(layer_vectors[:, :dim], dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norms, 1e-12)
+    return view_vectors(layer_vectors, dim)
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

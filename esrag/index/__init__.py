@@ -1,5 +1,6 @@
 """Two-stage cascade index: coarse FAISS shortlist over shallow low-dimension vectors, exact
-rerank with deep full-dimension vectors; safe persistence."""
+rerank with deep full-dimension vectors; safe persistence.
+"""
 
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ def gpu_available() -> bool:
 
 def _native_ids(index: Any) -> bool:
     """IVF indexes store ids themselves (and do not renumber on removal, which the id map
-    assumes): use them without an id map."""
+    assumes): use them without an id map.
+    """
     inner = faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexIVF):
         return True
@@ -93,6 +94,7 @@ class CoarseIndex:
     # ------------------------------------------------------------------ state
     @property
     def is_trained(self) -> bool:
+        """Whether the FAISS index is trained (always, for index types that need no training)."""
         return bool(self.index.is_trained)
 
     @property
@@ -117,6 +119,7 @@ class CoarseIndex:
         self._invalidate()
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add ``vectors`` under int64 ``ids`` (the index must be trained)."""
         if not self.is_trained:
             raise RuntimeError("the coarse index must be trained before adding vectors")
         self.index.add_with_ids(
@@ -220,6 +223,7 @@ class CoarseIndex:
 
     # ---------------------------------------------------------------- storage
     def write(self, path: Path) -> None:
+        """Write the FAISS index to ``path``."""
         faiss.write_index(self.index, str(path))
 
     @classmethod
@@ -234,6 +238,7 @@ class CoarseIndex:
         use_gpu: bool | None,
         tombstones: np.ndarray | None,
     ) -> CoarseIndex:
+        """Read a FAISS index written by :meth:`write`; errors name ``path``."""
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:

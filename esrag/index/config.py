@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from esrag.encoder.views import View, parse_view
+from esrag.validation import check_int, check_number
 
 __all__ = ["CascadeConfig", "FineDType", "SearchMode", "Transform"]
 
@@ -81,27 +82,19 @@ class CascadeConfig:
         if self.fine_view is not None:
             object.__setattr__(self, "fine_view", parse_view(self.fine_view, what="fine_view"))
         for name in ("coarse_dim", "shortlist", "nprobe", "ef_search", "train_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CascadeConfig.{name} must be a positive int, got {value!r}")
-        if self.coarse_layer is not None and (
-            isinstance(self.coarse_layer, bool)
-            or not isinstance(self.coarse_layer, int)
-            or self.coarse_layer < 1
-        ):
-            raise ValueError(
-                f"CascadeConfig.coarse_layer must be a 1-based layer or None, got {self.coarse_layer!r}"
+            check_int(getattr(self, name), f"CascadeConfig.{name}", minimum=1, expected="a positive int")
+        if self.coarse_layer is not None:
+            check_int(
+                self.coarse_layer, "CascadeConfig.coarse_layer", minimum=1, expected="a 1-based layer or None"
             )
         if not isinstance(self.index_type, str) or not self.index_type.strip():
             raise ValueError(
                 f"CascadeConfig.index_type must be a faiss factory string, got {self.index_type!r}"
             )
-        ridge = self.adapter_ridge
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0:
-            raise ValueError(f"CascadeConfig.adapter_ridge must be a number > 0, got {ridge!r}")
-        threshold = self.exact_filter_threshold
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
-            raise ValueError(f"CascadeConfig.exact_filter_threshold must be an int >= 0, got {threshold!r}")
+        check_number(
+            self.adapter_ridge, "CascadeConfig.adapter_ridge", ok=lambda v: v > 0, expected="a number > 0"
+        )
+        check_int(self.exact_filter_threshold, "CascadeConfig.exact_filter_threshold", minimum=0)
         if not (self.use_gpu is None or isinstance(self.use_gpu, bool)):
             raise ValueError(f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}")
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from esrag._arrays import l2_normalize
-from esrag.encoder.views import View, validate_views
+from esrag.encoder.views import View, check_view
 from esrag.index.config import CascadeConfig
 
 __all__ = ["EmbedderAdapter", "is_elastic"]
@@ -39,7 +39,8 @@ def is_elastic(obj: object) -> bool:
 
 def _unwrap(embedder: Any) -> tuple[Any, tuple[View, View] | None]:
     """(the elastic encoder inside ``embedder``, or ``embedder``; the wrapper's (document,
-    query) views when it is a wrapper that has them)."""
+    query) views when it is a wrapper that has them).
+    """
     if is_elastic(embedder):
         return embedder, None
     inner = getattr(embedder, "encoder", None)
@@ -49,13 +50,6 @@ def _unwrap(embedder: Any) -> tuple[Any, tuple[View, View] | None]:
     if isinstance(doc, View) and isinstance(query, View):
         return inner, (doc, query)
     return inner, None
-
-
-def _check_view(label: str, view: View, layers: int, hidden: int) -> View:
-    try:
-        return validate_views([view], layers, hidden)[0]
-    except ValueError as exc:
-        raise ValueError(f"{label}: {exc}") from None
 
 
 def _config_fingerprint(embedder: Any) -> str:
@@ -91,8 +85,8 @@ class EmbedderAdapter:
                 )
             self.source_view = View(layer, hidden)
             label = "CascadeConfig.fine_view" if config.fine_view is not None else "fine view"
-            self.fine_view = _check_view(label, fine, layers, hidden)
-            self.query_view = _check_view("query view", query, layers, hidden)
+            self.fine_view = check_view(fine, label, layers, hidden)
+            self.query_view = check_view(query, "query view", layers, hidden)
             if self.query_view.dim != self.fine_view.dim:
                 raise ValueError(
                     f"query_view {self.query_view} and document_view {self.fine_view} of "
@@ -137,6 +131,7 @@ class EmbedderAdapter:
 
     @property
     def fingerprint(self) -> str:
+        """Identity: the weights' SHA-256 (ESE encoder), else a hash of the class and settings."""
         if self.elastic:
             return str(self.model.fingerprint)
         return _config_fingerprint(self.model)
@@ -185,7 +180,8 @@ class EmbedderAdapter:
 
     def encode_query_sources(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Only the coarse source vectors of queries (``mode="coarse"``): an elastic encoder's
-        pass stops at the coarse layer."""
+        pass stops at the coarse layer.
+        """
         if self.elastic:
             assert self.source_view is not None
             return self._encode(texts, [self.source_view], batch_size)[0]

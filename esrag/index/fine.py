@@ -24,7 +24,8 @@ _CHUNK_ROWS = 65_536
 
 class FineStore:
     """Append-only matrix of fine vectors (rows): a base part, memory-mapped after a load,
-    and an in-memory tail that receives appended rows (so writing never copies the base)."""
+    and an in-memory tail that receives appended rows (so writing never copies the base).
+    """
 
     def __init__(
         self, dim: int, dtype: FineDType | str = FineDType.FLOAT32, *, base: np.ndarray | None = None
@@ -42,6 +43,7 @@ class FineStore:
 
     @property
     def memory_mapped(self) -> bool:
+        """Whether the base part is a read-only memory map of a saved ``.npy`` file."""
         return isinstance(self._base, np.memmap)
 
     def append(self, vectors: np.ndarray) -> np.ndarray:

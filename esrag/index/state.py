@@ -41,7 +41,8 @@ __all__ = [
 @dataclass(frozen=True, eq=False)
 class IndexState:
     """Everything a fitted index holds. The parts are mutable stores; the state itself is
-    replaced (``dataclasses.replace``) when its configuration or coarse stage changes."""
+    replaced (``dataclasses.replace``) when its configuration or coarse stage changes.
+    """
 
     config: CascadeConfig
     transform: FittedTransform

@@ -8,7 +8,9 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from esrag.encoder import EspressoEncoder, View, parse_view, validate_views
+from esrag.encoder import EspressoEncoder, View
+from esrag.encoder.views import check_view
+from esrag.validation import check_int
 
 __all__ = ["EspressoEmbeddings"]
 
@@ -51,18 +53,14 @@ class EspressoEmbeddings(Embeddings):
             raise ValueError(
                 f"document_view {self.document_view} and query_view {self.query_view} must have the same dim"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int(batch_size, "batch_size", minimum=1, expected="a positive int")
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
 
     def _view(self, value: object, what: str, layers: int, hidden: int) -> View:
         if value is None:
             return self.encoder.default_view
-        try:
-            return validate_views([parse_view(value, what=what)], layers, hidden)[0]
-        except ValueError as exc:
-            raise ValueError(f"{what}: {exc}") from None
+        return check_view(value, what, layers, hidden)
 
     def _embed(self, texts: list[str], view: View) -> list[list[float]]:
         (vectors,) = self.encoder.encode(
@@ -84,7 +82,9 @@ class EspressoEmbeddings(Embeddings):
         return self._embed([text], self.query_view)[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_documents` (runs in a worker thread)."""
         return await asyncio.to_thread(self.embed_documents, texts)
 
     async def aembed_query(self, text: str) -> list[float]:
+        """Async :meth:`embed_query` (runs in a worker thread)."""
         return await asyncio.to_thread(self.embed_query, text)

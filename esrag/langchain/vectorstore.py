@@ -19,7 +19,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from esrag.index import CascadeConfig, CascadeIndex, SearchMode
-from esrag.validation import check_batch_size
+from esrag.validation import check_batch_size, default_shortlist
 
 __all__ = ["CascadeRetriever", "CascadeVectorStore"]
 
@@ -49,6 +49,7 @@ class CascadeVectorStore(VectorStore):
 
     @property
     def embeddings(self) -> Embeddings | None:
+        """The LangChain ``Embeddings`` given, or ``None`` for an esrag encoder."""
         return self._embedding if isinstance(self._embedding, Embeddings) else None
 
     # ------------------------------------------------------------------ write
@@ -84,6 +85,7 @@ class CascadeVectorStore(VectorStore):
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Stored documents for ``ids`` (unknown ids are skipped)."""
         return [
             Document(id=doc.id, page_content=doc.text, metadata=doc.metadata)
             for doc in self.index.get_by_ids(ids)
@@ -111,13 +113,14 @@ class CascadeVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         """Documents most similar to ``query`` with their cosine similarity (higher is better)."""
         _check_kwargs("similarity_search", kwargs, ("k", "filter", "shortlist", "mode"))
-        shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
+        shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
         result = self.index.search([query], k=k, shortlist=shortlist, filter=filter, mode=mode)
         return self._documents(result.ids[0], result.scores[0])
 
     def similarity_search(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[Document]:
+        """Documents most similar to ``query`` (see :meth:`similarity_search_with_score`)."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
     def similarity_search_by_vector(
@@ -139,7 +142,7 @@ class CascadeVectorStore(VectorStore):
         vector = np.asarray(embedding, dtype=np.float32)[None, :]
         same = self.index.same_vectors
         mode = SearchMode.CASCADE if same else SearchMode.FINE
-        shortlist = _shortlist(shortlist, k, self.index.config.shortlist)
+        shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
         if len(self.index) == 0:
             return []
         result = self.index.search_embeddings(
@@ -176,7 +179,7 @@ class CascadeVectorStore(VectorStore):
             source,
             fine_q,
             k=max(fetch_k, k),
-            shortlist=_shortlist(shortlist, max(fetch_k, k), self.index.config.shortlist),
+            shortlist=default_shortlist(shortlist, max(fetch_k, k), self.index.config.shortlist),
             filter=filter,
         )
         ids, vectors = self.index.fine_vectors(result.ids[0])
@@ -236,13 +239,6 @@ def _check_kwargs(method: str, kwargs: dict[str, Any], supported: Sequence[str])
         raise TypeError(
             f"{method}: unexpected search argument(s) {sorted(kwargs)}; supported: {', '.join(supported)}"
         )
-
-
-def _shortlist(shortlist: int | None, k: int, default: int) -> int:
-    """An explicit shortlist is validated as given; the default grows to at least ``k``."""
-    if shortlist is not None:
-        return shortlist
-    return max(default, k) if isinstance(k, int) and not isinstance(k, bool) else default
 
 
 class CascadeRetriever(VectorStoreRetriever):

@@ -141,13 +141,15 @@ def checkpoint_steps(root: Path) -> list[int]:
 
 def is_checkpoint_folder_member(name: str) -> bool:
     """True for the names :func:`write_checkpoint` and :func:`write_best` create in a
-    checkpoint folder (and the temporary siblings :func:`esrag._io.atomic_folder` makes)."""
+    checkpoint folder (and the temporary siblings :func:`esrag._io.atomic_folder` makes).
+    """
     return _MEMBER.match(name) is not None
 
 
 def is_checkpoint_folder(root: Path) -> bool:
     """True when ``root`` is a folder holding only checkpoint-folder members (an empty folder
-    counts): safe to delete when starting over."""
+    counts): safe to delete when starting over.
+    """
     return root.is_dir() and all(is_checkpoint_folder_member(child.name) for child in root.iterdir())
 
 
@@ -165,7 +167,8 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def write_checkpoint(folder: Path, encoder: Any, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
     """Atomically write ``folder`` with the model, ``tensors`` (state.pt) and ``state``
-    (state.json); the file layer under :func:`write_state`."""
+    (state.json); the file layer under :func:`write_state`.
+    """
     with atomic_folder(folder) as tmp:
         encoder.save(tmp / "model")
         torch.save(tensors, tmp / "state.pt")

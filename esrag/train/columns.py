@@ -254,7 +254,8 @@ def table_examples(source: str, config: TrainConfig, kind: DataKind) -> Examples
 
 def corpus_documents(source: str, config: TrainConfig) -> list[tuple[str, str]]:
     """``(title, text)`` of each (filtered) row of a corpus table, for pair mining; the
-    columns are ``title``/``text`` unless ``anchor_column``/``positive_column`` name others."""
+    columns are ``title``/``text`` unless ``anchor_column``/``positive_column`` name others.
+    """
     table = _read_table(source, config)
     rows = _row_filter(table, source, config)
     title_col = config.anchor_column or "title"

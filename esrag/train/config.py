@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from esrag.validation import check_int, is_int, is_number
+
 __all__ = [
     "RESUME_IGNORED_FIELDS",
     "CorpusPairs",
@@ -234,7 +236,7 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            if not is_number(value) or not ok(value):
                 raise ValueError(f"{name} has an invalid value {value!r}")
         for name in ("layers", "prefix_dims"):
             for position, value in enumerate(getattr(self, name)):
@@ -243,6 +245,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
+        """The config as a JSON object (enums as values, tuples as lists)."""
         out = asdict(self)
         for name in _ENUMS:
             out[name] = getattr(self, name).value
@@ -254,6 +257,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_json`; unknown fields are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -283,14 +287,13 @@ def _as_tuple(name: str, value: Any, kind: type) -> tuple[Any, ...]:
     for position, item in enumerate(value):
         if kind is str and not isinstance(item, str):
             raise TypeError(f"{name}[{position}] must be a str, got {item!r}")
-        if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+        if kind is int and not is_int(item):
             raise TypeError(f"{name}[{position}] must be an int, got {item!r}")
-        if kind is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
+        if kind is float and not is_number(item):
             raise TypeError(f"{name}[{position}] must be a number, got {item!r}")
         out.append(kind(item))
     return tuple(out)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    check_int(value, name, minimum=minimum)

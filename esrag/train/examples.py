@@ -23,9 +23,12 @@ class Examples:
 
     @property
     def scored(self) -> bool:
+        """Whether the rows carry gold scores (CoSENT) rather than pairs (InfoNCE)."""
         return self.scores is not None
 
     def select(self, indices: list[int]) -> Examples:
+        """The rows at ``indices``, in that order."""
+
         def pick(values: list[Any] | None) -> list[Any] | None:
             return None if values is None else [values[i] for i in indices]
 

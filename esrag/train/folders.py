@@ -54,7 +54,8 @@ def check_checkpoint_dir(folder: Path, *, resume: bool) -> None:
 
 def write_output(output: Path, model: Path, manifest: dict[str, Any]) -> None:
     """Atomically replace ``output`` with a copy of the ``model`` folder plus ``manifest``
-    (as ``esrag_train.json``), after :func:`check_output`."""
+    (as ``esrag_train.json``), after :func:`check_output`.
+    """
     check_output(output)
     with atomic_folder(output) as tmp:
         shutil.copytree(model, tmp, dirs_exist_ok=True)

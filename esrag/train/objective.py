@@ -80,7 +80,8 @@ def _ese_loss(config: TrainConfig, base: torch.nn.Module, compress: CompressLoss
 
 def build_losses(config: TrainConfig) -> tuple[ESELoss, ESELoss, CompressLoss | None]:
     """(InfoNCE-based ESE loss for pairs, CoSENT-based one for scored rows, their shared
-    learn-to-compress term or None)."""
+    learn-to-compress term or None).
+    """
     compress = (
         CompressLoss(
             config.compress_dim,

@@ -267,7 +267,8 @@ class Trainer:
 
     def _train_step(self, run: Run) -> dict[str, float]:
         """One optimisation step: the micro-batches' forward and backward passes, gradient
-        clipping, optimizer, scaler and schedule; returns the step's loss parts."""
+        clipping, optimizer, scaler and schedule; returns the step's loss parts.
+        """
         cfg, p = self.config, run.progress
         parts: dict[str, float] = {}
         for micro in range(cfg.grad_accum):

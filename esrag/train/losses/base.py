@@ -51,6 +51,7 @@ class PairEmbeddings:
 
     @property
     def batch_size(self) -> int:
+        """Rows in the batch (B)."""
         return int(self.anchors.shape[0])
 
     def prefix(self, dim: int) -> PairEmbeddings:
@@ -68,7 +69,8 @@ class PairEmbeddings:
 
 def float32_region(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """A context in which autocast is off on ``device``'s type, so float32 inputs give float32
-    results (matmuls included); a no-op when autocast is not active there."""
+    results (matmuls included); a no-op when autocast is not active there.
+    """
     try:
         active = torch.is_autocast_enabled(device.type)
     except TypeError:  # torch < 2.4: no device argument

@@ -38,6 +38,7 @@ class RunningPCA:
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
+        """Fold a batch of embeddings (N, H) into the running mean and covariance."""
         x = x.detach().to(torch.float64)
         if self.mean is not None and self.cov is not None and self.mean.device != x.device:
             self.mean, self.cov = self.mean.to(x.device), self.cov.to(x.device)
@@ -70,11 +71,13 @@ class RunningPCA:
         return self.mean.float(), (top * signs).float()
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Tensors to checkpoint (mean, covariance, update count)."""
         if self.mean is None or self.cov is None:
             return {"updates": torch.tensor(self.updates)}
         return {"mean": self.mean, "cov": self.cov, "updates": torch.tensor(self.updates)}
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state` returned."""
         self.updates = int(state["updates"])
         self.mean = state.get("mean")
         self.cov = state.get("cov")
@@ -149,6 +152,7 @@ class CompressLoss(nn.Module):
             return (x.detach().float() - mean.to(x.device)) @ components.to(x.device)
 
     def forward(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """The compression loss of embeddings ``x`` (N, H) of ``layer``."""
         target = self.target(x, layer)
         with float32_region(x.device):
             prefix = x[:, : target.shape[1]].float()
@@ -176,6 +180,7 @@ class CompressLoss(nn.Module):
         return out
 
     def load_pca_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`pca_state` returned."""
         grouped: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in state.items():
             layer, key = name.split(".", 1)

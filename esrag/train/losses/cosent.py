@@ -33,6 +33,7 @@ class CoSENTLoss(nn.Module):
         return cosine_logits(batch, self.scale)
 
     def forward(self, batch: PairEmbeddings) -> torch.Tensor:
+        """The CoSENT loss of a scored batch."""
         if batch.scores is None:
             raise ValueError("CoSENTLoss needs scores: the batch has none")
         cos = F.cosine_similarity(batch.anchors.float(), batch.positives.float(), dim=-1)

@@ -56,6 +56,7 @@ class ESELoss(nn.Module):
         self.prefix_dims = tuple(prefix_dims)
 
     def forward(self, per_layer: Mapping[int, PairEmbeddings]) -> LossOutput:
+        """The ESE loss and its parts for ``per_layer`` embeddings."""
         if not per_layer:
             raise ValueError("ESELoss needs the embeddings of at least one layer")
         last = max(per_layer)

@@ -37,6 +37,7 @@ class InfoNCELoss(nn.Module):
         return cosine_logits(batch, self.scale)
 
     def forward(self, batch: PairEmbeddings) -> torch.Tensor:
+        """The InfoNCE loss of a batch (mean over anchors)."""
         logits = self.logits(batch)
         target = torch.arange(batch.batch_size, device=logits.device)
         loss = F.cross_entropy(logits, target)
