@@ -207,3 +207,13 @@ def test_public_api_is_pinned(package: str) -> None:
     assert sorted(module.__all__) == sorted(PUBLIC_API[package])
     for name in module.__all__:
         assert getattr(module, name) is not None
+
+
+MAX_LINES = 450  # "tens to ~400 lines": a module past this is split, not grown
+
+
+def test_no_module_is_too_long() -> None:
+    long = {
+        name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines: {long}"

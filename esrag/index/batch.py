@@ -8,16 +8,31 @@ half-way on bad input.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from esrag._arrays import l2_normalize
+from esrag._progress import progress
 from esrag.validation import check_vectors
 
-__all__ = ["DocBatch", "check_ids", "check_metadatas", "concat_batches"]
+__all__ = [
+    "DocBatch",
+    "RawPart",
+    "check_ids",
+    "check_metadatas",
+    "checked_batches",
+    "concat_batches",
+    "encoded_parts",
+    "vector_parts",
+]
+
+RawPart = tuple[list[str], list[str], list[dict[str, Any]], Any, Any]
+"""``(ids, texts, metadatas, coarse source vectors, fine vectors)`` of a batch, unchecked."""
+
+_VECTOR_STEP = 65_536
 
 
 def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
@@ -104,3 +119,49 @@ class DocBatch:
 def concat_batches(batches: Sequence[DocBatch]) -> tuple[np.ndarray, np.ndarray]:
     """The ``(source, fine)`` vectors of several batches, stacked."""
     return np.concatenate([b.source for b in batches]), np.concatenate([b.fine for b in batches])
+
+
+def encoded_parts(
+    encode: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+    ids: list[str],
+    texts: list[str],
+    metadatas: list[dict[str, Any]],
+    batch_size: int,
+    show_progress_bar: bool | None,
+) -> Iterator[RawPart]:
+    """Encode ``texts`` ``batch_size`` at a time (with a progress bar), lazily, as raw parts."""
+    bar = progress(total=len(texts), desc="Indexing", show=show_progress_bar, unit="doc")
+    try:
+        for start in range(0, len(texts), batch_size):
+            stop = start + batch_size
+            source, fine = encode(texts[start:stop])
+            bar.update(len(texts[start:stop]))
+            yield ids[start:stop], texts[start:stop], metadatas[start:stop], source, fine
+    finally:
+        bar.close()
+
+
+def vector_parts(
+    ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], source: np.ndarray, fine: np.ndarray
+) -> Iterator[RawPart]:
+    """Precomputed vectors cut into raw parts of bounded size."""
+    for s in range(0, len(ids), _VECTOR_STEP):
+        part = slice(s, s + _VECTOR_STEP)
+        yield ids[part], texts[part], metadatas[part], source[part], fine[part]
+
+
+def checked_batches(parts: Iterable[RawPart]) -> Iterator[DocBatch]:
+    """Check each raw part as a :class:`DocBatch`; every batch must have the first one's widths."""
+    dims: tuple[int, int] | None = None
+    for ids, texts, metadatas, source, fine in parts:
+        batch = DocBatch.checked(
+            ids,
+            texts,
+            metadatas,
+            source,
+            fine,
+            source_dim=None if dims is None else dims[0],
+            fine_dim=None if dims is None else dims[1],
+        )
+        dims = dims or (batch.source.shape[1], batch.fine.shape[1])
+        yield batch

@@ -21,56 +21,44 @@ kept to fit the coarse stage is decided under it, so a concurrent ``clear()`` is
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from esrag._arrays import l2_normalize
-from esrag._progress import progress
 from esrag.index import state as st
 from esrag.index._lock import RWLock
-from esrag.index.batch import DocBatch, check_ids, check_metadatas
+from esrag.index.batch import (
+    DocBatch,
+    RawPart,
+    check_ids,
+    check_metadatas,
+    checked_batches,
+    encoded_parts,
+    vector_parts,
+)
 from esrag.index.config import CascadeConfig, SearchMode, Transform
 from esrag.index.docstore import validate_filter
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.format import Manifest, load_state, save_state
-from esrag.index.identity import check_identity, identity_fields
-from esrag.index.rebuild import LIGHT_SETTINGS, rebuild_coarse, rebuild_source, retune
+from esrag.index.identity import ModelCheck, identity_fields
+from esrag.index.rebuild import LIGHT_SETTINGS, rebuild, retune
 from esrag.index.results import IndexedDocument, SearchResult
-from esrag.index.search import search_state
+from esrag.index.search import check_queries, check_search_args, search_state
 from esrag.index.transforms import FittedTransform
 from esrag.validation import (
     check_batch_size,
     check_dim,
-    check_int,
     check_strings,
     check_texts,
     check_vectors,
     default_shortlist,
-    is_int,
 )
 
 __all__ = ["CascadeIndex", "IndexedDocument", "SearchResult"]
-
-_VECTOR_STEP = 65_536
-
-
-def _search_args(k: Any, shortlist: Any, mode: Any) -> tuple[int, int, SearchMode]:
-    for name, value in (("k", k), ("shortlist", shortlist)):
-        if not is_int(value, numpy_ok=True):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-    check_int(k, "k", minimum=1, expected=">= 1", numpy_ok=True)
-    if shortlist < k:
-        raise ValueError(f"shortlist ({shortlist}) must be >= k ({k})")
-    try:
-        mode = SearchMode(mode)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in SearchMode)
-        raise ValueError(f"mode must be one of {choices}, got {mode!r}") from None
-    return int(k), int(shortlist), mode
 
 
 class CascadeIndex:
@@ -186,18 +174,7 @@ class CascadeIndex:
         with self._lock.read():
             if self._state is not None:
                 return st.state_stats(self._state)
-            return {
-                "documents": 0,
-                "rows": 0,
-                "tombstones": 0,
-                "index_type": self.config.index_type,
-                "transform": None,
-                "source_dim": self.source_dim,
-                "coarse_dim": None,
-                "fine_dim": self.fine_dim,
-                "fine_dtype": self.config.fine_dtype.value,
-                "fine_memory_mapped": False,
-            }
+            return st.empty_stats(self.config, self.source_dim, self.fine_dim)
 
     # -------------------------------------------------------------- ingestion
     def _require_adapter(self) -> EmbedderAdapter:
@@ -224,21 +201,8 @@ class CascadeIndex:
         check_batch_size(batch_size)
         if not texts:
             return []
-        adapter = self._require_adapter()
-
-        def batches() -> Iterator[tuple[list[str], list[str], list[dict[str, Any]], Any, Any]]:
-            bar = progress(total=len(texts), desc="Indexing", show=show_progress_bar, unit="doc")
-            try:
-                for start in range(0, len(texts), batch_size):
-                    chunk = texts[start : start + batch_size]
-                    source, fine = adapter.encode_documents(chunk, batch_size=batch_size)
-                    bar.update(len(chunk))
-                    stop = start + len(chunk)
-                    yield doc_ids[start:stop], chunk, metas[start:stop], source, fine
-            finally:
-                bar.close()
-
-        self._ingest(batches())
+        encode = functools.partial(self._require_adapter().encode_documents, batch_size=batch_size)
+        self._ingest(encoded_parts(encode, doc_ids, texts, metas, batch_size, show_progress_bar))
         return doc_ids
 
     def add_embeddings(
@@ -259,19 +223,10 @@ class CascadeIndex:
             raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
         doc_ids = check_ids(ids, n)
         metas = check_metadatas(metadatas, n)
-        self._ingest(
-            (
-                doc_ids[s : s + _VECTOR_STEP],
-                texts_list[s : s + _VECTOR_STEP],
-                metas[s : s + _VECTOR_STEP],
-                source[s : s + _VECTOR_STEP],
-                fine_arr[s : s + _VECTOR_STEP],
-            )
-            for s in range(0, n, _VECTOR_STEP)
-        )
+        self._ingest(vector_parts(doc_ids, texts_list, metas, source, fine_arr))
         return doc_ids
 
-    def _ingest(self, parts: Iterable[tuple[list[str], list[str], list[dict[str, Any]], Any, Any]]) -> None:
+    def _ingest(self, parts: Iterable[RawPart]) -> None:
         """Insert batches as they come (the model pass runs outside the lock).
 
         Until the coarse stage exists, batches are kept until ``train_size`` documents (or
@@ -280,17 +235,7 @@ class CascadeIndex:
         thread fitting first) cannot slip in between the decision and the insert.
         """
         pending: list[DocBatch] = []
-        for doc_ids, texts, metas, source, fine in parts:
-            first = pending[0] if pending else None  # batches fitting together must agree
-            batch = DocBatch.checked(
-                doc_ids,
-                texts,
-                metas,
-                source,
-                fine,
-                source_dim=first.source.shape[1] if first else None,
-                fine_dim=first.fine.shape[1] if first else None,
-            )
+        for batch in checked_batches(parts):
             pending.append(batch)
             with self._lock.write():
                 if self._state is None and sum(map(len, pending)) < self.config.train_size:
@@ -363,7 +308,7 @@ class CascadeIndex:
         layer); the other modes encode both views in one pass.
         """
         queries = [queries] if isinstance(queries, str) else check_texts(queries)
-        _, _, mode = _search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
+        _, _, mode = check_search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
         if filter is not None:
             validate_filter(filter)
         if not queries:
@@ -387,19 +332,12 @@ class CascadeIndex:
 
         ``fine`` may be ``None`` with ``mode="coarse"`` (the fine stage is not used).
         """
-        k, shortlist, mode = _search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
+        k, shortlist, mode = check_search_args(
+            k, default_shortlist(shortlist, k, self.config.shortlist), mode
+        )
         if filter is not None:
             validate_filter(filter)
-        if fine is None and mode is not SearchMode.COARSE:
-            raise ValueError(
-                f"fine query vectors are required with mode={mode.value!r} (only 'coarse' skips them)"
-            )
-        source = l2_normalize(check_vectors("query coarse_source", coarse_source, self.source_dim))
-        fine_q = (
-            None
-            if fine is None
-            else l2_normalize(check_vectors("query fine", fine, self.fine_dim, source.shape[0]))
-        )
+        source, fine_q = check_queries(coarse_source, fine, mode, self.source_dim, self.fine_dim)
         with self._lock.read():
             if self._state is None:
                 return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
@@ -429,16 +367,19 @@ class CascadeIndex:
         Changing only ``shortlist``/``nprobe``/``ef_search`` rebuilds nothing. Searches wait
         while the coarse stage is rebuilt.
         """
-        settings = {
-            "coarse_layer": coarse_layer,
-            "coarse_dim": coarse_dim,
-            "transform": transform,
-            "index_type": index_type,
-            "shortlist": shortlist,
-            "nprobe": nprobe,
-            "ef_search": ef_search,
+        changes = {
+            name: value
+            for name, value in (
+                ("coarse_layer", coarse_layer),
+                ("coarse_dim", coarse_dim),
+                ("transform", transform),
+                ("index_type", index_type),
+                ("shortlist", shortlist),
+                ("nprobe", nprobe),
+                ("ef_search", ef_search),
+            )
+            if value is not None
         }
-        changes = {name: value for name, value in settings.items() if value is not None}
         new_cfg = self.config.replace(**changes)
         with self._lock.write():
             adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
@@ -447,18 +388,7 @@ class CascadeIndex:
                 if self._state is not None:
                     self._state = retune(self._state, new_cfg)
                 return
-            same = bool(adapter and adapter.same_vectors)
-            source = rebuild_source(
-                self._state,
-                coarse_source,
-                same_vectors=same,
-                encode=None
-                if adapter is None
-                else (lambda t: adapter.encode_documents(t, batch_size=batch_size)[0]),
-                batch_size=batch_size,
-                show_progress_bar=show_progress_bar,
-            )
-            self._state = rebuild_coarse(self._state, new_cfg, source, same_vectors=same)
+            self._state = rebuild(self._state, new_cfg, adapter, coarse_source, batch_size, show_progress_bar)
             self._config, self._adapter = new_cfg, adapter
 
     # ------------------------------------------------------------ persistence
@@ -480,19 +410,10 @@ class CascadeIndex:
         mmap: bool = True,
     ) -> CascadeIndex:
         """Load an index folder; refuses corrupted files and a different model."""
-        folder = Path(folder)
-        adapters: list[EmbedderAdapter] = []
-
-        def check(manifest: Manifest, config: CascadeConfig) -> None:
-            if embedder is not None:
-                adapter = EmbedderAdapter(embedder, config)
-                check_identity(folder, manifest, adapter)
-                adapter.learn_dims(manifest.source_dim, manifest.fine_dim)
-                adapters.append(adapter)
-
+        check = ModelCheck(Path(folder), embedder)
         state, manifest = load_state(folder, verify=verify, mmap=mmap, check=check)
         index = cls(None, state.config)
-        index._adapter = adapters[0] if adapters else None
+        index._adapter = check.adapter
         index._state = state
         index.manifest = manifest
         return index

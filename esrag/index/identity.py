@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from esrag.errors import ModelMismatchError
+from esrag.index.config import CascadeConfig
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.format import MANIFEST_FILE, Manifest
 
-__all__ = ["check_identity", "identity_fields"]
+__all__ = ["ModelCheck", "check_identity", "identity_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +67,24 @@ def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -
     ):
         if recorded is not None and actual is not None and tuple(recorded) != actual:
             raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")
+
+
+class ModelCheck:
+    """The model check of a load: called with the manifest and configuration once they are
+    read (before the other files), it builds the embedder's adapter and refuses a mismatch.
+    ``adapter`` is then the adapter to search with (``None`` without an embedder).
+    """
+
+    def __init__(self, folder: Path, embedder: Any | None) -> None:
+        self.folder = folder
+        self.embedder = embedder
+        self.adapter: EmbedderAdapter | None = None
+
+    def __call__(self, manifest: Manifest, config: CascadeConfig) -> None:
+        """Check the embedder against ``manifest`` (nothing to check without one)."""
+        if self.embedder is None:
+            return
+        adapter = EmbedderAdapter(self.embedder, config)
+        check_identity(self.folder, manifest, adapter)
+        adapter.learn_dims(manifest.source_dim, manifest.fine_dim)
+        self.adapter = adapter

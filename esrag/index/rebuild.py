@@ -14,11 +14,12 @@ import numpy as np
 from esrag._arrays import l2_normalize
 from esrag._progress import progress
 from esrag.index.config import CascadeConfig
+from esrag.index.embedder import EmbedderAdapter
 from esrag.index.fit import fit_coarse
 from esrag.index.state import IndexState
 from esrag.validation import check_vectors
 
-__all__ = ["LIGHT_SETTINGS", "rebuild_coarse", "rebuild_source", "retune"]
+__all__ = ["LIGHT_SETTINGS", "rebuild", "rebuild_coarse", "rebuild_source", "retune"]
 
 LIGHT_SETTINGS = frozenset({"shortlist", "nprobe", "ef_search"})
 """Settings that change how the coarse stage is searched, not what it holds."""
@@ -78,3 +79,27 @@ def rebuild_coarse(
         part = slice(start, start + _ADD_CHUNK)
         coarse.add(transform(source[part]), coarse_ids[part])
     return dataclasses.replace(state, config=config, transform=transform, coarse=coarse)
+
+
+def rebuild(
+    state: IndexState,
+    config: CascadeConfig,
+    adapter: EmbedderAdapter | None,
+    coarse_source: np.ndarray | None,
+    batch_size: int,
+    show_progress_bar: bool | None,
+) -> IndexState:
+    """:func:`rebuild_source` then :func:`rebuild_coarse`, re-encoding through ``adapter``."""
+    same = bool(adapter and adapter.same_vectors)
+    encode = None
+    if adapter is not None:
+        encode = lambda texts: adapter.encode_documents(texts, batch_size=batch_size)[0]  # noqa: E731
+    source = rebuild_source(
+        state,
+        coarse_source,
+        same_vectors=same,
+        encode=encode,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+    )
+    return rebuild_coarse(state, config, source, same_vectors=same)

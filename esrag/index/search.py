@@ -16,15 +16,49 @@ from typing import Any
 
 import numpy as np
 
+from esrag._arrays import l2_normalize
 from esrag.index.config import SearchMode
 from esrag.index.results import SearchResult
 from esrag.index.state import IndexState
+from esrag.validation import check_int, check_vectors, is_int
 
-__all__ = ["search_state"]
+__all__ = ["check_queries", "check_search_args", "search_state"]
 
 logger = logging.getLogger(__name__)
 
 _QUERY_CHUNK = 256
+
+
+def check_search_args(k: Any, shortlist: Any, mode: Any) -> tuple[int, int, SearchMode]:
+    """``(k, shortlist, mode)`` checked: ints, ``k >= 1``, ``shortlist >= k``, a known mode."""
+    for name, value in (("k", k), ("shortlist", shortlist)):
+        if not is_int(value, numpy_ok=True):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    check_int(k, "k", minimum=1, expected=">= 1", numpy_ok=True)
+    if shortlist < k:
+        raise ValueError(f"shortlist ({shortlist}) must be >= k ({k})")
+    try:
+        mode = SearchMode(mode)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in SearchMode)
+        raise ValueError(f"mode must be one of {choices}, got {mode!r}") from None
+    return int(k), int(shortlist), mode
+
+
+def check_queries(
+    coarse_source: Any, fine: Any | None, mode: SearchMode, source_dim: int | None, fine_dim: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Query vectors checked against the index's widths and L2-normalised; ``fine`` may be
+    ``None`` only with ``mode="coarse"``.
+    """
+    if fine is None and mode is not SearchMode.COARSE:
+        raise ValueError(
+            f"fine query vectors are required with mode={mode.value!r} (only 'coarse' skips them)"
+        )
+    source = l2_normalize(check_vectors("query coarse_source", coarse_source, source_dim))
+    if fine is None:
+        return source, None
+    return source, l2_normalize(check_vectors("query fine", fine, fine_dim, source.shape[0]))
 
 
 def search_state(

@@ -29,6 +29,7 @@ from esrag.validation import check_dim
 __all__ = [
     "IndexState",
     "documents",
+    "empty_stats",
     "fine_vectors_of",
     "insert",
     "live_ids",
@@ -137,4 +138,20 @@ def state_stats(state: IndexState) -> dict[str, Any]:
         "fine_dim": state.fine_dim,
         "fine_dtype": state.config.fine_dtype.value,
         "fine_memory_mapped": state.fine.memory_mapped,
+    }
+
+
+def empty_stats(config: CascadeConfig, source_dim: int | None, fine_dim: int | None) -> dict[str, Any]:
+    """:func:`state_stats` of an index that holds nothing yet."""
+    return {
+        "documents": 0,
+        "rows": 0,
+        "tombstones": 0,
+        "index_type": config.index_type,
+        "transform": None,
+        "source_dim": source_dim,
+        "coarse_dim": None,
+        "fine_dim": fine_dim,
+        "fine_dtype": config.fine_dtype.value,
+        "fine_memory_mapped": False,
     }
