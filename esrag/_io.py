@@ -32,6 +32,7 @@ __all__ = [
     "atomic_folder",
     "atomic_write_bytes",
     "atomic_write_json",
+    "fsync_dir",
     "fsync_tree",
     "recover_folder",
     "sha256_file",
@@ -55,7 +56,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Fsync a folder (so the renames and new names inside it are durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -73,7 +75,7 @@ def fsync_tree(root: str | os.PathLike[str]) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 def _sibling_name(target: Path, kind: str) -> Path:
@@ -113,7 +115,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -167,7 +169,7 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
                         os.replace(old, target)
                         old = None
                     raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

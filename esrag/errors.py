@@ -7,7 +7,7 @@ formats), so existing ``except ValueError`` code keeps working.
 
 from __future__ import annotations
 
-__all__ = ["EsragError", "IndexFormatError", "ModelMismatchError"]
+__all__ = ["EsragError", "InconsistentIndexError", "IndexFormatError", "ModelMismatchError"]
 
 
 class EsragError(Exception):
@@ -20,3 +20,9 @@ class IndexFormatError(EsragError, ValueError):
 
 class ModelMismatchError(EsragError, ValueError):
     """The query encoder is not the model (or the settings) the index was built with."""
+
+
+class InconsistentIndexError(EsragError, RuntimeError):
+    """An index's parts disagree (a bug, not bad input): it is not saved, so the folder on
+    disk keeps its previous, good version.
+    """

@@ -24,6 +24,7 @@ from esrag.index import (
     ModelMismatchError,
     SearchMode,
 )
+from esrag.index.format import data_folder
 
 N, DIM = 600, 24
 
@@ -126,7 +127,7 @@ def saved(tmp_path: Path, vectors: tuple[np.ndarray, ...]) -> Path:
 
 
 def test_corrupted_file_is_named(saved: Path) -> None:
-    path = saved / "fine.npy"
+    path = data_folder(saved) / "fine.npy"
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -135,7 +136,7 @@ def test_corrupted_file_is_named(saved: Path) -> None:
 
 
 def test_truncated_file_is_named(saved: Path) -> None:
-    path = saved / "coarse.faiss"
+    path = data_folder(saved) / "coarse.faiss"
     size = path.stat().st_size
     with open(path, "r+b") as handle:
         handle.truncate(size // 2)
@@ -144,7 +145,7 @@ def test_truncated_file_is_named(saved: Path) -> None:
 
 
 def test_unverified_load_still_catches_bad_content(saved: Path) -> None:
-    path = saved / "docs.jsonl"
+    path = data_folder(saved) / "docs.jsonl"
     text = path.read_text()
     path.write_text("[" + text[1:])  # same size, broken JSON on line 1
     with pytest.raises(IndexFormatError, match=r"docs\.jsonl, line 1: bad document record"):
@@ -152,7 +153,7 @@ def test_unverified_load_still_catches_bad_content(saved: Path) -> None:
 
 
 def test_missing_files_and_manifest(saved: Path, tmp_path: Path) -> None:
-    (saved / "ids.npy").unlink()
+    (data_folder(saved) / "ids.npy").unlink()
     with pytest.raises(IndexFormatError, match=r"ids\.npy: file listed in the manifest is missing"):
         CascadeIndex.load(saved)
     (saved / "manifest.json").unlink()
@@ -250,11 +251,12 @@ def test_save_killed_midway_keeps_previous_index(saved: Path, vectors: tuple[np.
         env=env,
     )
     leftovers: list[str] = []
+    versions = data_folder(saved).parent
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "MIDWAY"
-        leftovers = [p.name for p in saved.parent.iterdir() if p.name.startswith(".idx.tmp-")]
-        assert leftovers  # the new index was being written beside the old one
+        leftovers = [p.name for p in versions.iterdir() if p.name.startswith(".tmp-")]
+        assert leftovers  # the new version was being written beside the current one
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -264,7 +266,7 @@ def test_save_killed_midway_keeps_previous_index(saved: Path, vectors: tuple[np.
     assert _all_modes(loaded, vectors) == before
     # the next save cleans up (the writer is dead: its temporary folder is stale) and succeeds
     loaded.save(saved)
-    assert leftovers and not any((saved.parent / name).exists() for name in leftovers)
+    assert leftovers and not any((versions / name).exists() for name in leftovers)
     assert not [p.name for p in saved.parent.iterdir() if p.name.startswith((".idx.tmp-", ".idx.old-"))]
     assert len(CascadeIndex.load(saved)) == N
 
@@ -281,8 +283,11 @@ def test_saved_files_and_folders_follow_the_umask(
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o777 & ~umask
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "idx").iterdir()}
+    inside = list((tmp_path / "idx").rglob("*"))
+    modes = {str(p): stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_file()}
     assert set(modes.values()) == {0o666 & ~umask}, modes
+    folders = {str(p): stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_dir()}
+    assert set(folders.values()) == {0o777 & ~umask}, folders
     assert stat.S_IMODE((tmp_path / "cache" / "emb.npy").stat().st_mode) == 0o666 & ~umask
 
 

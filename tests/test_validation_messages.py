@@ -29,6 +29,7 @@ from esrag.index import (
     fit_transform,
 )
 from esrag.index.coarse import CoarseIndex
+from esrag.index.format import data_folder
 
 N, DIM, COARSE = 300, 16, 8
 
@@ -320,8 +321,9 @@ def _write_manifest(folder: Path, data: object) -> None:
 def _reseal(folder: Path) -> None:
     """Record the current size and checksum of every listed file: only the content is wrong."""
     data = _manifest(folder)
+    files = data_folder(folder)
     for name in data["files"]:
-        blob = (folder / name).read_bytes()
+        blob = (files / name).read_bytes()
         data["files"][name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     _write_manifest(folder, data)
 
@@ -344,7 +346,7 @@ _DELETE = object()
 
 def _replace_file(name: str, write: Callable[[Path], None]) -> Callable[[Path], None]:
     def apply(folder: Path) -> None:
-        write(folder / name)
+        write(data_folder(folder) / name)
         _reseal(folder)
 
     return apply
@@ -356,7 +358,7 @@ def _drop_listed(name: str, *, corrupt: bool = False) -> Callable[[Path], None]:
         del data["files"][name]
         _write_manifest(folder, data)
         if corrupt:
-            (folder / name).write_bytes(b"garbage")
+            (data_folder(folder) / name).write_bytes(b"garbage")
 
     return apply
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import logging
@@ -11,6 +10,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from esrag._io import atomic_folder
 from esrag._progress import progress
 from esrag.encoder.config import ENCODER_CONFIG_FILE, EncoderConfig, read_folder_config
+from esrag.encoder.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from esrag.encoder.pooling import pool
 from esrag.encoder.views import Pooling, View, check_view, validate_views
 from esrag.validation import check_int
@@ -156,12 +157,7 @@ class EspressoEncoder:
         return int(min(model_max, limit))
 
     def _compute_fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.model.state_dict().items()):
-            data = tensor.detach().to("cpu", torch.float32).contiguous()
-            digest.update(f"{key}:{tuple(data.shape)};".encode())
-            digest.update(data.numpy().tobytes())
-        return digest.hexdigest()
+        return weights_fingerprint(self.model)
 
     @property
     def fingerprint(self) -> str:
@@ -174,6 +170,17 @@ class EspressoEncoder:
         """Recompute :attr:`fingerprint` after the weights changed (e.g. after training)."""
         self._fingerprint = None
         return self.fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        """Everything of this encoder that changes a vector (JSON-able): the weights' and the
+        tokenizer's fingerprints, the pooling and the token limit. Views are the caller's.
+        """
+        return {
+            "weights": self.fingerprint,
+            "tokenizer": tokenizer_fingerprint(self.tokenizer),
+            "pooling": self.pooling.value,
+            "max_length": self.max_length,
+        }
 
     @property
     def config(self) -> EncoderConfig:

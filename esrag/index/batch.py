@@ -1,12 +1,27 @@
-"""A batch of documents to insert, checked as a whole before anything is stored.
+r"""A batch of documents to insert, checked as a whole before anything is stored.
 
 :class:`DocBatch` is the unit every write goes through: ids, texts, metadata and both
 vectors of ``n`` documents, already validated and L2-normalised, so inserting it cannot fail
 half-way on bad input.
+
+What a document may hold (checked by :func:`check_ids`, :func:`check_doc_texts` and
+:func:`check_metadatas` for the whole call, before the first vector is stored):
+
+* ids and texts are ``str`` that can be written as UTF-8 (a lone surrogate such as the
+  one a JSON ``"\ud800"`` escape gives is refused, naming its position);
+* metadata is a dict with ``str`` keys whose values JSON can store: ``None``, ``bool``,
+  ``int``, finite ``float``, ``str`` (UTF-8 writable), and lists or dicts of those. Two
+  conversions are applied, the same everywhere: a numpy scalar becomes the Python scalar
+  (``.item()``: ``np.int64(3)`` → ``3``), a ``datetime.date`` or ``datetime.datetime``
+  (pandas ``Timestamp`` included) becomes its ISO-8601 string (``"2024-05-01"``,
+  ``"2024-05-01T12:30:00"``); a tuple is stored as a list. NaN, infinities and every
+  other type are refused with an error naming ``metadatas[i]['key']``.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,11 +31,12 @@ import numpy as np
 
 from esrag._arrays import l2_normalize
 from esrag._progress import progress
-from esrag.validation import check_vectors
+from esrag.validation import check_texts, check_vectors
 
 __all__ = [
     "DocBatch",
     "RawPart",
+    "check_doc_texts",
     "check_ids",
     "check_metadatas",
     "checked_batches",
@@ -53,6 +69,8 @@ def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
             doc_id = str(uuid.uuid4())
         elif not isinstance(doc_id, str):
             raise TypeError(f"ids[{position}] must be a str, got {type(doc_id).__name__}")
+        else:
+            _check_utf8(doc_id, f"ids[{position}]")
         if doc_id in seen:
             raise ValueError(
                 f"duplicate id {doc_id!r} at positions {seen[doc_id]} and {position} in one call"
@@ -62,8 +80,67 @@ def check_ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
     return out
 
 
+def _check_utf8(text: str, where: str) -> str:
+    """``text`` unchanged when it can be written as UTF-8; ``ValueError`` naming ``where`` otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise ValueError(
+            f"{where} cannot be written as UTF-8: character {exc.start} is {bad!r} "
+            "(a lone surrogate, e.g. from a JSON '\\ud800' escape); fix or drop it"
+        ) from None
+    return text
+
+
+def check_doc_texts(texts: Any) -> list[str]:
+    """Document texts: a list of str that can all be written as UTF-8 (errors name ``texts[i]``)."""
+    texts = check_texts(texts)
+    for position, text in enumerate(texts):
+        _check_utf8(text, f"texts[{position}]")
+    return texts
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """``value`` as JSON can store it, by the rule of the module docstring; errors name ``where``."""
+    if isinstance(value, np.datetime64):
+        value = str(np.datetime_as_string(value))  # .item() of a ns datetime64 is an int
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, str):
+        return _check_utf8(value, where)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value!r}: JSON cannot store NaN or infinity")
+        return value
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return _json_object(value, where)
+    raise TypeError(
+        f"{where} is a {type(value).__name__} ({value!r:.60}), which JSON cannot store: use str, int, "
+        "float, bool, None, or a list or dict of those (numpy scalars and dates are converted)"
+    )
+
+
+def _json_object(meta: dict[Any, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{where} has a non-str key {key!r}")
+        _check_utf8(key, f"{where} key {key!r}")
+        out[key] = _json_value(value, f"{where}[{key!r}]")
+    return out
+
+
 def check_metadatas(metadatas: Sequence[dict[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
-    """``n`` metadata dicts (``None`` entries become ``{}``); keys must be str."""
+    """``n`` metadata dicts (``None`` entries become ``{}``), converted and checked by the rule
+    of the module docstring; errors name ``metadatas[i]['key']``.
+    """
     if metadatas is None:
         return [{} for _ in range(n)]
     if isinstance(metadatas, (str, dict)) or not isinstance(metadatas, Iterable):
@@ -77,10 +154,7 @@ def check_metadatas(metadatas: Sequence[dict[str, Any] | None] | None, n: int) -
             meta = {}
         if not isinstance(meta, dict):
             raise TypeError(f"metadatas[{position}] must be a dict, got {type(meta).__name__}")
-        for key in meta:
-            if not isinstance(key, str):
-                raise TypeError(f"metadatas[{position}] has a non-str key {key!r}")
-        out.append(dict(meta))
+        out.append(_json_object(meta, f"metadatas[{position}]"))
     return out
 
 

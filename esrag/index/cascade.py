@@ -34,6 +34,7 @@ from esrag.index._lock import RWLock
 from esrag.index.batch import (
     DocBatch,
     RawPart,
+    check_doc_texts,
     check_ids,
     check_metadatas,
     checked_batches,
@@ -90,7 +91,7 @@ class CascadeIndex:
         show_progress_bar: bool | None = None,
     ) -> CascadeIndex:
         """Encode a corpus in batches, fit the transform, train the coarse index, add all."""
-        texts = check_texts(texts)
+        texts = check_doc_texts(texts)
         if not texts:
             raise ValueError("cannot build an index from an empty corpus (0 texts)")
         index = cls(embedder, config)
@@ -194,8 +195,13 @@ class CascadeIndex:
         batch_size: int = 64,
         show_progress_bar: bool | None = None,
     ) -> list[str]:
-        """Encode and upsert documents in batches; returns their ids (generated if missing)."""
-        texts = check_texts(texts)
+        """Encode and upsert documents in batches; returns their ids (generated if missing).
+
+        The whole call is checked first (ids, texts, metadata: see :mod:`esrag.index.batch`
+        for what metadata may hold and how numpy scalars and dates are converted), so bad
+        input changes nothing; each batch is then stored all-or-nothing.
+        """
+        texts = check_doc_texts(texts)
         doc_ids = check_ids(ids, len(texts))
         metas = check_metadatas(metadatas, len(texts))
         check_batch_size(batch_size)
@@ -214,11 +220,13 @@ class CascadeIndex:
         texts: Sequence[str] | None = None,
         metadatas: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[str]:
-        """Upsert documents from precomputed vectors (L2-normalised here)."""
+        """Upsert documents from precomputed vectors (L2-normalised here); checked as a whole
+        before anything is stored, like :meth:`add`.
+        """
         source = check_vectors("coarse_source", coarse_source, self.source_dim)
         n = source.shape[0]
         fine_arr = check_vectors("fine", fine, self.fine_dim, n)
-        texts_list = check_texts(texts) if texts is not None else [""] * n
+        texts_list = check_doc_texts(texts) if texts is not None else [""] * n
         if len(texts_list) != n:
             raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
         doc_ids = check_ids(ids, n)

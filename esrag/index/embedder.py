@@ -137,6 +137,25 @@ class EmbedderAdapter:
         return _config_fingerprint(self.model)
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a stored or query vector (JSON-able; see :mod:`.identity`):
+        the encoder's own :meth:`identity` (weights, tokenizer, pooling, max length) or, for a
+        plain ``Embeddings``, its fingerprint; the views; the normalisation.
+        """
+        out: dict[str, Any] = {"normalize": "l2"}
+        if not self.elastic:
+            return {**out, "embeddings": self.fingerprint}
+        own = getattr(self.model, "identity", None)
+        out.update(own() if callable(own) else {"weights": self.fingerprint})
+        for name, view in (
+            ("coarse_source_view", self.source_view),
+            ("fine_view", self.fine_view),
+            ("query_view", self.query_view),
+        ):
+            out[name] = None if view is None else [int(view.layer), int(view.dim)]
+        return out
+
+    @property
     def same_vectors(self) -> bool:
         """Whether the coarse source and the fine vector are the same vector."""
         return not self.elastic or self.source_view == self.fine_view

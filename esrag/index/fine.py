@@ -46,15 +46,22 @@ class FineStore:
         """Whether the base part is a read-only memory map of a saved ``.npy`` file."""
         return isinstance(self._base, np.memmap)
 
-    def append(self, vectors: np.ndarray) -> np.ndarray:
-        """Append (n, dim) vectors to the in-memory tail; returns their row numbers."""
-        vectors = np.asarray(vectors)
-        n = vectors.shape[0]
-        need = self._tail_n + n
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` more rows now, so the next :meth:`append` of ``n`` allocates nothing
+        (an insert reserves before it changes any store: running out of memory changes nothing).
+        """
+        need = self._tail_n + int(n)
         if need > self._tail.shape[0]:
             grown = np.empty((max(need, int(self._tail.shape[0] * 1.5) + 1024), self.dim), dtype=self.dtype)
             grown[: self._tail_n] = self._tail[: self._tail_n]
             self._tail = grown
+
+    def append(self, vectors: np.ndarray) -> np.ndarray:
+        """Append (n, dim) vectors to the in-memory tail; returns their row numbers."""
+        vectors = np.asarray(vectors)
+        n = vectors.shape[0]
+        self.reserve(n)
+        need = self._tail_n + n
         self._tail[self._tail_n : need] = vectors
         first = len(self)
         self._tail_n = need
@@ -134,13 +141,21 @@ class FineStore:
 
     # ---------------------------------------------------------------- storage
     def write(self, path: Path, rows: np.ndarray) -> None:
-        """Write the given rows, in order, as one ``.npy`` file (chunked, bounded memory)."""
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(rows.size, self.dim))
-        for start in range(0, rows.size, _CHUNK_ROWS):
-            part = rows[start : start + _CHUNK_ROWS]
-            out[start : start + part.size] = self.gather(part)
-        out.flush()
-        del out
+        """Write the given rows, in order, as one ``.npy`` file (chunked, bounded memory).
+
+        Ordinary buffered writes, not a memory map: a full disk is an ``OSError`` here, not
+        a SIGBUS later.
+        """
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": (int(rows.size), self.dim),
+        }
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for start in range(0, rows.size, _CHUNK_ROWS):
+                part = rows[start : start + _CHUNK_ROWS]
+                handle.write(np.ascontiguousarray(self.gather(part), dtype=self.dtype).tobytes())
 
     @classmethod
     def read(

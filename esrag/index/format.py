@@ -1,9 +1,14 @@
 """The index folder format, in one place: file names, the manifest, and reading and
 writing a whole :class:`~esrag.index.state.IndexState`.
 
-Layout of ``<folder>/``::
+Layout of ``<folder>/`` (format 2)::
 
-    manifest.json       format version, model identity, views, transform, counts, checksums
+    manifest.json       the current version: format version, version id, model identity,
+                        views, transform, counts, and the size and SHA-256 of every file
+    versions/<id>/      the files of version ``<id>`` (below); complete before it is named
+
+Files of a version::
+
     coarse.faiss        faiss.write_index of the coarse stage (IndexIDMap2, or an IVF index)
     fine.npy            (count, fine_dim) float32/float16 fine vectors, row order
     ids.npy             (count,) int64 coarse ids of the rows
@@ -11,11 +16,24 @@ Layout of ``<folder>/``::
     docs.jsonl          one {"id", "text", "metadata"} per row
     transform.json (+ transform_matrix.npy, transform_bias.npy unless the transform is prefix)
 
-Saves go through :func:`esrag._io.atomic_folder` (temp folder, fsync, rename): a crash at
-any point leaves the previous index in place. Loads check the format version, that every
+A save writes a whole new version folder and then publishes it by atomically replacing
+``manifest.json`` (:mod:`esrag._versions`): a crash at any point leaves the previous index
+in place, and a reader in another process, which reads the manifest once and opens every
+file from the version it names (locked while it loads), sees the old or the new index,
+never a mix. Versions no reader holds are deleted by the next save. The folder itself is
+never replaced (a symlinked index path stays a symlink). Format 1 (the same files directly
+in ``<folder>/``, no version id or identity block) still loads; saving over it converts it.
+
+Loads check the format version, every manifest field and its bounds (dims, ``next_id``
+within the coarse ids' range and above every stored id) before any other file is read
+(nothing is ever allocated from a manifest count: each count is checked against the shape
+of the file it describes when that file is read), that every
 listed file exists with the recorded size and SHA-256, that every file the format requires
 is listed (an edited manifest cannot skip a checksum), and raise :class:`IndexFormatError`
-naming the file otherwise. No other module spells these file names.
+naming the file otherwise. Saves refuse a state whose parts disagree (see
+:func:`~esrag.index.state.consistency_problem`), and a write that fails (a full disk) is an
+``OSError`` naming the folder, with the previous version left in place. No other module
+spells these file names.
 """
 
 from __future__ import annotations
@@ -25,24 +43,22 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from esrag import _versions
 from esrag._io import atomic_folder, recover_folder, sha256_file
-from esrag.errors import IndexFormatError
+from esrag.errors import InconsistentIndexError, IndexFormatError
 from esrag.index.coarse import CoarseIndex
 from esrag.index.config import CascadeConfig
 from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
+from esrag.index.manifest import FORMAT_VERSION, FileEntry, Manifest
 from esrag.index.rows import RowMap
-from esrag.index.state import IndexState
+from esrag.index.state import IndexState, consistency_problem
 from esrag.index.transforms import FittedTransform
-from esrag.validation import is_int
 
 __all__ = [
     "FORMAT_VERSION",
@@ -51,6 +67,7 @@ __all__ = [
     "TRANSFORM_ARRAY_FILES",
     "FileEntry",
     "Manifest",
+    "data_folder",
     "is_index_folder",
     "load_state",
     "read_manifest",
@@ -59,8 +76,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+_T = TypeVar("_T")
+
 MANIFEST_FILE = "manifest.json"
+VERSIONS_DIR = "versions"
 COARSE_FILE = "coarse.faiss"
 FINE_FILE = "fine.npy"
 IDS_FILE = "ids.npy"
@@ -73,122 +92,6 @@ REQUIRED_FILES = (COARSE_FILE, DOCS_FILE, FINE_FILE, IDS_FILE, TOMBSTONES_FILE, 
 """Files every index folder holds (and its manifest must list with their checksums)."""
 TRANSFORM_ARRAY_FILES = (BIAS_FILE, MATRIX_FILE)
 """Also required when the transform is not ``prefix``."""
-EMBEDDER_KINDS = ("elastic", "embeddings", "none")
-_COUNT_FIELDS = ("source_dim", "fine_dim", "coarse_dim", "count", "next_id", "tombstones")
-
-
-def _esrag_version() -> str:
-    try:
-        return importlib_metadata.version("esrag")
-    except importlib_metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """Size and SHA-256 of one file of an index folder."""
-
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What an index folder holds; written last, read first."""
-
-    format_version: int
-    model_name: str | None
-    model_fingerprint: str | None
-    embedder_kind: str
-    """``"elastic"`` (ESE encoder), ``"embeddings"`` (LangChain) or ``"none"`` (vectors only)."""
-    coarse_source_view: tuple[int, int] | None
-    fine_view: tuple[int, int] | None
-    source_dim: int
-    fine_dim: int
-    coarse_dim: int
-    transform: str
-    index_type: str
-    config: dict[str, Any]
-    count: int
-    next_id: int
-    tombstones: int
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    esrag_version: str = field(default_factory=_esrag_version)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest as a JSON object."""
-        out = dataclasses.asdict(self)
-        for name in ("coarse_source_view", "fine_view"):
-            if out[name] is not None:
-                out[name] = list(out[name])
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], *, path: Path) -> Manifest:
-        """Parse and check a manifest; errors name ``path``."""
-        if not isinstance(data, dict):
-            raise IndexFormatError(f"{path}: the manifest is not a JSON object")
-        version = data.get("format_version")
-        if not isinstance(version, int):
-            raise IndexFormatError(f"{path}: missing or invalid 'format_version'")
-        if version > FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{path}: index format {version} is newer than this esrag supports "
-                f"({FORMAT_VERSION}); upgrade esrag to load it"
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in data and n not in ("esrag_version", "created_at"))
-        if missing:
-            raise IndexFormatError(f"{path}: manifest lacks field(s) {missing}")
-        problem = _field_problem(data)
-        if problem:
-            raise IndexFormatError(f"{path}: malformed manifest ({problem})")
-        values = {k: v for k, v in data.items() if k in names}
-        values["files"] = {name: FileEntry(e["sha256"], e["bytes"]) for name, e in data["files"].items()}
-        for name in ("coarse_source_view", "fine_view"):
-            if values[name] is not None:
-                values[name] = (values[name][0], values[name][1])
-        return cls(**values)
-
-
-def _is_count(value: object) -> bool:
-    return is_int(value) and value >= 0  # type: ignore[operator]
-
-
-def _files_problem(files: object) -> str | None:
-    if not isinstance(files, dict):
-        return f"field 'files' must be an object of file name -> {{sha256, bytes}}, got {files!r}"
-    for name, entry in files.items():
-        if not name or name in (".", "..") or "/" in name or "\\" in name:
-            return f"files: {name!r} is not a plain file name"
-        if not (
-            isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _is_count(entry.get("bytes"))
-        ):
-            return f"files[{name!r}] must be {{'sha256': str, 'bytes': int}}, got {entry!r}"
-    return None
-
-
-def _field_problem(data: dict[str, Any]) -> str | None:
-    """What is wrong with the manifest's field types, or ``None``."""
-    for name in _COUNT_FIELDS:
-        if not _is_count(data[name]):
-            return f"field {name!r} must be a non-negative int, got {data[name]!r}"
-    for name in ("transform", "index_type"):
-        if not isinstance(data[name], str):
-            return f"field {name!r} must be a str, got {data[name]!r}"
-    for name in ("model_name", "model_fingerprint"):
-        if data[name] is not None and not isinstance(data[name], str):
-            return f"field {name!r} must be a str or null, got {data[name]!r}"
-    if data["embedder_kind"] not in EMBEDDER_KINDS:
-        return f"field 'embedder_kind' must be one of {list(EMBEDDER_KINDS)}, got {data['embedder_kind']!r}"
-    for name in ("coarse_source_view", "fine_view"):
-        view = data[name]
-        if view is not None and not (isinstance(view, list) and len(view) == 2 and all(map(_is_count, view))):
-            return f"field {name!r} must be [layer, dim] or null, got {view!r}"
-    if not isinstance(data["config"], dict):
-        return f"field 'config' must be an object, got {data['config']!r}"
-    return _files_problem(data["files"])
 
 
 # ---------------------------------------------------------------------- folders
@@ -198,20 +101,12 @@ def is_index_folder(path: str | os.PathLike[str]) -> bool:
     return path.is_dir() and (path / MANIFEST_FILE).is_file()
 
 
-def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
-    """Read and check an index folder's manifest and (with ``verify``) every file's checksum."""
-    folder = Path(folder)
-    recover_folder(folder)
-    path = folder / MANIFEST_FILE
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no index folder here")
+def _parse_manifest(data: bytes, path: Path) -> Manifest:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path}: missing manifest; {folder} is not an esrag index") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
-    manifest = Manifest.from_json(data, path=path)
+    manifest = Manifest.from_json(obj, path=path)
     required = set(REQUIRED_FILES)
     if manifest.transform != "prefix":
         required |= set(TRANSFORM_ARRAY_FILES)
@@ -221,9 +116,53 @@ def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
             f"{path}: required file(s) {unlisted} are not listed in 'files' "
             "(the manifest is incomplete or was edited)"
         )
-    for name, entry in manifest.files.items():
-        _check_file(folder / name, entry, verify)
     return manifest
+
+
+def _read_folder(folder: Path, verify: bool, load: Callable[[Manifest, Path], _T]) -> _T:
+    """``load(manifest, folder of its files)`` on the current version, locked while it runs."""
+    recover_folder(folder)
+    path = folder / MANIFEST_FILE
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no index folder here")
+    if not path.is_file():  # the manifest is replaced atomically, never removed
+        raise IndexFormatError(f"{path}: missing manifest; {folder} is not an esrag index")
+    parsed: dict[bytes, Manifest] = {}
+
+    def resolve(data: bytes) -> str | None:
+        parsed[data] = _parse_manifest(data, path)
+        return parsed[data].version
+
+    def checked(data: bytes, files: Path) -> _T:
+        manifest = parsed[data]
+        for name, entry in manifest.files.items():
+            _check_file(files / name, entry, verify)
+        return load(manifest, files)
+
+    try:
+        return _versions.read(folder, MANIFEST_FILE, VERSIONS_DIR, resolve, checked)
+    except _versions.MissingVersionError as exc:
+        raise IndexFormatError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
+
+
+def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
+    """Read and check an index folder's manifest and (with ``verify``) every file's checksum."""
+    return _read_folder(Path(folder), verify, lambda manifest, _files: manifest)
+
+
+def data_folder(folder: str | os.PathLike[str]) -> Path:
+    """The folder holding the files of the version ``folder``'s manifest names (``folder``
+    itself for a format-1 index). For inspection only: nothing is checked or locked, and
+    the next save may replace that version.
+    """
+    folder = Path(folder)
+    try:
+        version = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise IndexFormatError(f"{folder / MANIFEST_FILE}: unreadable manifest ({exc})") from None
+    return folder / VERSIONS_DIR / version if isinstance(version, str) else folder
 
 
 def _check_file(file: Path, entry: FileEntry, verify: bool) -> None:
@@ -238,13 +177,22 @@ def _check_file(file: Path, entry: FileEntry, verify: bool) -> None:
 
 # ---------------------------------------------------------------------- save
 def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict[str, Any]) -> Manifest:
-    """Atomically write ``state`` (compacted to its live rows) into ``folder``.
+    """Write ``state`` (compacted to its live rows) as a new version of ``folder`` and publish it.
 
     ``identity``: the model fields of the manifest (``model_name``, ``model_fingerprint``,
-    ``embedder_kind``, ``coarse_source_view``, ``fine_view``). The caller keeps the state
-    from changing while this runs (the index's read lock).
+    ``embedder_kind``, ``coarse_source_view``, ``fine_view``, ``identity``). The caller keeps
+    the state from changing while this runs (the index's read lock). Raises
+    :class:`~esrag.errors.InconsistentIndexError` (nothing written) when the state's parts
+    disagree, and ``OSError`` naming ``folder`` when a write fails; the previous version
+    stays in place either way.
     """
     folder = Path(folder)
+    problem = consistency_problem(state)
+    if problem:
+        raise InconsistentIndexError(f"{folder}: not saved, the index is inconsistent ({problem})")
+    recover_folder(folder)  # a swap of format 1 interrupted by a crash
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: is a file, not an index folder")
     rows = state.rows.live()
     manifest = Manifest(
         format_version=FORMAT_VERSION,
@@ -259,22 +207,50 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
         next_id=int(state.rows.next_coarse_id),
         tombstones=len(state.coarse.tombstones),
     )
-    with atomic_folder(folder) as tmp:
-        _write_parts(state, rows, tmp)
+    try:
+        if folder.is_dir():
+            manifest = _publish(state, rows, manifest, folder)
+        else:  # a new folder appears complete or not at all (a dangling symlink: at its target)
+            with atomic_folder(Path(os.path.realpath(folder))) as tmp:
+                manifest = _publish(state, rows, manifest, tmp)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and str(folder) in str(exc):
+            raise
+        errno = getattr(exc, "errno", None)
+        message = f"{folder}: saving the index failed ({exc}); the previous version is still in place"
+        raise (OSError(errno, message) if errno else OSError(message)) from exc
+    logger.info("saved index with %d documents to %s (version %s)", manifest.count, folder, manifest.version)
+    return manifest
+
+
+def _legacy_files(root: Path) -> tuple[str, ...]:
+    """The data files of a format-1 folder at ``root`` (deleted once it is converted)."""
+    try:
+        flat = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8")).get("version") is None
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return (*REQUIRED_FILES, *TRANSFORM_ARRAY_FILES) if flat else ()
+
+
+def _publish(state: IndexState, rows: np.ndarray, manifest: Manifest, root: Path) -> Manifest:
+    with _versions.publish(root, MANIFEST_FILE, VERSIONS_DIR, legacy_files=_legacy_files(root)) as draft:
+        _write_parts(state, rows, draft.path)
         files = {
             path.name: FileEntry(sha256_file(path), path.stat().st_size)
-            for path in sorted(tmp.iterdir())
-            if path.is_file() and path.name != MANIFEST_FILE
+            for path in sorted(draft.path.iterdir())
+            if path.is_file()
         }
-        manifest = dataclasses.replace(manifest, files=files)
+        manifest = dataclasses.replace(manifest, files=files, version=draft.version)
         text = json.dumps(manifest.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        (tmp / MANIFEST_FILE).write_text(text, encoding="utf-8")
-    logger.info("saved index with %d documents to %s", manifest.count, folder)
+        draft.pointer_data = text.encode("utf-8")
     return manifest
 
 
 def _write_parts(state: IndexState, rows: np.ndarray, tmp: Path) -> None:
-    state.coarse.write(tmp / COARSE_FILE)
+    try:
+        state.coarse.write(tmp / COARSE_FILE)
+    except RuntimeError as exc:  # faiss reports a failed fwrite (a full disk) this way
+        raise OSError(f"{tmp / COARSE_FILE}: {str(exc).strip().splitlines()[-1]}") from exc
     state.fine.write(tmp / FINE_FILE, rows)
     state.rows.write_coarse_ids(tmp / IDS_FILE, rows)
     dead = np.array(sorted(state.coarse.tombstones), dtype=np.int64)
@@ -343,31 +319,39 @@ def load_state(
     before any other file is (the caller's model check, see :mod:`esrag.index.identity`).
     """
     folder = Path(folder)
-    manifest = read_manifest(folder, verify=verify)
-    config = _config(folder, manifest)
-    if check is not None:
-        check(manifest, config)
-    transform = _load_transform(folder, manifest)
+
+    def load(manifest: Manifest, files: Path) -> tuple[IndexState, Manifest]:
+        config = _config(folder, manifest)
+        if check is not None:
+            check(manifest, config)
+        return _load_parts(files, manifest, config, mmap), manifest
+
+    state, manifest = _read_folder(folder, verify, load)
+    logger.info("loaded index with %d documents from %s", manifest.count, folder)
+    return state, manifest
+
+
+def _load_parts(files: Path, manifest: Manifest, config: CascadeConfig, mmap: bool) -> IndexState:
+    transform = _load_transform(files, manifest)
     try:
         fine = FineStore.read(
-            folder / FINE_FILE,
+            files / FINE_FILE,
             dim=manifest.fine_dim,
             dtype=config.fine_dtype,
             count=manifest.count,
             mmap=mmap,
         )
-        docs, doc_ids = DocStore.read(folder / DOCS_FILE, count=manifest.count)
+        docs, doc_ids = DocStore.read(files / DOCS_FILE, count=manifest.count)
     except ValueError as exc:
         raise IndexFormatError(str(exc)) from None
-    coarse_ids = _load_ids(folder / IDS_FILE, manifest.count)
-    tombstones = _load_ids(folder / TOMBSTONES_FILE, manifest.tombstones)
+    coarse_ids = _load_ids(files / IDS_FILE, manifest.count)
+    tombstones = _load_ids(files / TOMBSTONES_FILE, manifest.tombstones)
     try:
         rows = RowMap.restore(doc_ids, coarse_ids, manifest.next_id)
     except ValueError as exc:
-        raise IndexFormatError(f"{folder / IDS_FILE}: {exc}") from None
-    coarse = _load_coarse(folder, manifest, config, tombstones)
-    logger.info("loaded index with %d documents from %s", manifest.count, folder)
-    return IndexState(config, transform, coarse, fine, docs, rows), manifest
+        raise IndexFormatError(f"{files / IDS_FILE}: {exc}") from None
+    coarse = _load_coarse(files, manifest, config, tombstones)
+    return IndexState(config, transform, coarse, fine, docs, rows)
 
 
 def _load_ids(path: Path, count: int) -> np.ndarray:

@@ -1,8 +1,16 @@
 """The model identity an index records, and the check that a query encoder matches it.
 
 An index is only meaningful with the encoder (and the views) its documents were encoded
-with. :func:`identity_fields` gives the manifest fields describing the embedder;
-:func:`check_identity` refuses an embedder that differs, naming the field and both values.
+with. :func:`identity_fields` gives the manifest fields describing the embedder, among them
+the ``identity`` block: everything that changes a vector, i.e. for an ESE encoder the
+weights' and the tokenizer's fingerprints, the pooling, the token limit, the coarse source,
+fine and query views and the normalisation (for a LangChain ``Embeddings``: the hash of its
+class and settings, and the normalisation). :func:`check_identity` refuses an embedder that
+differs in any of them with a :class:`ModelMismatchError` naming the field and both values.
+
+Manifests of index format 1 have no identity block: they record the weights' fingerprint
+and the two views, which are still checked; pooling, token limit and tokenizer cannot be,
+and a warning says so.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
             "embedder_kind": "none",
             "coarse_source_view": None,
             "fine_view": None,
+            "identity": None,
         }
     return {
         "model_name": adapter.name,
@@ -41,7 +50,43 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
         "embedder_kind": adapter.kind,
         "coarse_source_view": _view(adapter.source_view),
         "fine_view": _view(adapter.fine_view),
+        "identity": adapter.identity,
     }
+
+
+_LABELS = {
+    "weights": "weights fingerprint",
+    "tokenizer": "tokenizer fingerprint",
+    "embeddings": "embeddings fingerprint",
+    "max_length": "max_length (tokens)",
+    "normalize": "normalisation",
+}
+
+
+def _shown(value: Any) -> str:
+    return f"{value[:16]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
+
+
+def _check_block(where: Path, manifest: Manifest, actual: dict[str, Any]) -> None:
+    """Every field of the identity block agrees (a format-1 manifest has none: warn)."""
+    recorded = manifest.identity
+    if manifest.embedder_kind == "none":
+        return  # built from vectors alone: nothing recorded to compare
+    if recorded is None:
+        logger.warning(
+            "%s (index format 1) records only the weights and the views: the pooling, "
+            "max_length and tokenizer of the query encoder cannot be verified",
+            where,
+        )
+        return
+    for name in sorted(set(recorded) | set(actual)):
+        if recorded.get(name) != actual.get(name):
+            label = _LABELS.get(name, name.replace("_", " "))
+            raise ModelMismatchError(
+                f"{where}: {label} differs: the index was built with {_shown(recorded.get(name))}, "
+                f"the query encoder has {_shown(actual.get(name))}; load the index with the "
+                "encoder (and settings) it was built with, or rebuild it"
+            )
 
 
 def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -> None:
@@ -67,6 +112,7 @@ def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -
     ):
         if recorded is not None and actual is not None and tuple(recorded) != actual:
             raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")
+    _check_block(where, manifest, adapter.identity)
 
 
 class ModelCheck:

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RowMap"]
+__all__ = ["MAX_COARSE_ID", "RowMap"]
+
+MAX_COARSE_ID = 2**62
+"""Coarse ids stay below this (FAISS ids are int64; the margin keeps ``next_id + n`` exact)."""
 
 
 def _grow(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
@@ -113,6 +116,8 @@ class RowMap:
             )
         n = len(doc_ids)
         first_row, first_coarse = self.num_rows, self._next_coarse
+        if first_coarse + n > MAX_COARSE_ID:
+            raise OverflowError(f"RowMap.add: coarse ids would pass {MAX_COARSE_ID}; rebuild the index")
         rows = np.arange(first_row, first_row + n, dtype=np.int64)
         coarse = np.arange(first_coarse, first_coarse + n, dtype=np.int64)
         self._alive = _grow(self._alive, first_row + n, False)

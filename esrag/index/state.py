@@ -28,6 +28,7 @@ from esrag.validation import check_dim
 
 __all__ = [
     "IndexState",
+    "consistency_problem",
     "documents",
     "empty_stats",
     "fine_vectors_of",
@@ -78,21 +79,26 @@ def new_state(config: CascadeConfig, batches: Sequence[DocBatch], *, same_vector
 def insert(state: IndexState, batch: DocBatch) -> None:
     """Upsert one checked batch: replaces documents whose ids are already stored.
 
-    Everything that can fail on the batch's content (shapes, the transform) runs before the
-    first store is changed.
+    All or nothing: everything that can fail (shapes, the transform, the memory for the
+    fine rows, the FAISS add) runs before the first store that cannot undo it is changed,
+    so a batch that raises leaves the state as it was.
     """
     check_dim("coarse_source", batch.source, state.source_dim)
     check_dim("fine", batch.fine, state.fine_dim)
     coarse_vectors = state.transform(batch.source)
+    state.fine.reserve(len(batch))
+    first = state.rows.next_coarse_id
+    new_coarse = np.arange(first, first + len(batch), dtype=np.int64)
+    state.coarse.add(coarse_vectors, new_coarse)  # the first change; under these unused ids
     remove(state, batch.ids)
     rows, coarse_ids = state.rows.add(batch.ids)
-    state.coarse.add(coarse_vectors, coarse_ids)
     fine_rows = state.fine.append(batch.fine)
     doc_rows = [
         state.docs.append(text, meta) for text, meta in zip(batch.texts, batch.metadatas, strict=True)
     ]
-    if not (np.array_equal(rows, fine_rows) and rows.tolist() == doc_rows):  # pragma: no cover - invariant
-        raise RuntimeError("row map, fine store and doc store disagree on row numbers")
+    agree = np.array_equal(rows, fine_rows) and rows.tolist() == doc_rows
+    if not (agree and np.array_equal(coarse_ids, new_coarse)):  # pragma: no cover - invariant
+        raise RuntimeError("row map, coarse, fine and doc stores disagree on row numbers")
 
 
 def remove(state: IndexState, ids: Iterable[str]) -> int:
@@ -102,6 +108,20 @@ def remove(state: IndexState, ids: Iterable[str]) -> int:
     for row in rows.tolist():
         state.docs.remove(row)
     return int(rows.size)
+
+
+def consistency_problem(state: IndexState) -> str | None:
+    """What disagrees between the state's parts (what a save checks before writing), or ``None``."""
+    rows, live = state.rows.num_rows, len(state.rows)
+    coarse_live = state.coarse.ntotal - len(state.coarse.tombstones)
+    for what, count, want in (
+        ("live coarse vectors", coarse_live, live),
+        ("fine rows", len(state.fine), rows),
+        ("doc store rows", len(state.docs), rows),
+    ):
+        if count != want:
+            return f"{count} {what}, the row map expects {want}"
+    return None
 
 
 def live_ids(state: IndexState) -> list[str]:
