@@ -200,7 +200,7 @@ def _prune(store: Path, current: str) -> None:
     """Delete every entry of ``store`` except ``current`` that nobody holds (writer lock held)."""
     names = sorted(p.name for p in store.iterdir() if p.name != current)
     versions = [n for n in names if not n.startswith((_TEMP, _TRASH))]
-    successor = dict(zip(versions, [*versions[1:], current]))
+    successor = dict(zip(versions, [*versions[1:], current], strict=False))  # each one's next
     for name in names:
         path = store / name
         if not path.is_dir() or path.is_symlink():

@@ -81,6 +81,8 @@ def check_index_folder(folder: str | os.PathLike[str]) -> Path:
     from esrag.index.format import MANIFEST_FILE, is_index_folder
 
     path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise CliError(f"--index {path}: is a file, not an index folder")
     if not path.is_dir():
         raise CliError(f"{path}: no such index folder (build one with `esrag build CORPUS --index {path}`)")
     if not is_index_folder(path):

@@ -135,9 +135,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(report: dict[str, Any]) -> str:
-    """A two-line human summary of a :func:`build` report."""
-    cfg = report["config"]
-    coarse = f"layer {cfg['coarse_layer'] or 'last'}, {cfg['coarse_dim']} dims, {cfg['transform']}"
+    """A two-line human summary of a :func:`build` report: what the index actually uses (and
+    what was asked, where the fitted transform or dimension differs from the settings).
+    """
+    cfg, used = report["config"], report["coarse"]
+    coarse = f"layer {used['layer'] or 'last'}, {used['dim']} dims, {used['transform']}"
+    if (used["dim"], used["transform"]) != (cfg["coarse_dim"], cfg["transform"]):
+        coarse += f" (asked: {cfg['coarse_dim']} dims, {cfg['transform']})"
     head = (
         f"{report['action']} {report['index']}: {report['docs']} docs "
         f"(+{report['added']} new, ~{report['updated']} changed, -{report['deleted']} deleted,"
@@ -154,6 +158,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     folder = Path(args.index)
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--index {folder}: is a file, not an index folder")
     recover_folder(folder)
     overrides = config_overrides(args)
     docs = read_documents(args)  # validate the whole corpus before touching anything
@@ -177,6 +183,7 @@ def _fresh(
     if model is None and is_index_folder(folder):
         model = model_of_index(folder)  # --rebuild keeps the model unless told otherwise
     encoder = load_encoder(model, args.device)
+    _check_coarse(overrides, encoder)
     config = CascadeConfig(**overrides)
     texts, ids, metas = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
     if args.cache_embeddings:
@@ -220,6 +227,7 @@ def _update(
     from esrag.cli._common import open_index
 
     index, encoder = open_index(folder, args.model, args.device)
+    _check_coarse(overrides, encoder)
     config = index.config
     fine = overrides.pop("fine_view", None)
     current_fine = config.fine_view or encoder.default_view
@@ -266,9 +274,23 @@ def _update(
     )
 
 
+def _check_coarse(overrides: dict[str, Any], encoder: Any) -> None:
+    """``--coarse LAYER:DIM`` within the model (a larger dim would be clipped without notice)."""
+    layer, dim = overrides.get("coarse_layer"), overrides.get("coarse_dim")
+    layers, hidden = int(encoder.num_layers), int(encoder.hidden_size)
+    if layer is not None and not 1 <= layer <= layers:
+        raise CliError(f"--coarse {layer}:{dim}: the model has layers 1..{layers}")
+    if dim is not None and dim > hidden:
+        raise CliError(
+            f"--coarse {layer}:{dim}: the model has {hidden} dims per layer; use a dim of at most {hidden}"
+        )
+
+
 def _report(
     action: str, folder: Path, index: Any, added: int, updated: int, deleted: int, unchanged: int
 ) -> dict[str, Any]:
+    stats = index.stats()
+    layer = index.config.coarse_layer or getattr(index.embedder, "num_layers", None)
     return {
         "action": action,
         "index": str(folder),
@@ -279,4 +301,5 @@ def _report(
         "unchanged": unchanged,
         "encoded": added + updated,
         "config": index.config.to_dict(),
+        "coarse": {"layer": layer, "dim": stats["coarse_dim"], "transform": stats["transform"]},
     }

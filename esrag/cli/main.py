@@ -68,14 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(args.verbose)
     run: Callable[[argparse.Namespace], int] = importlib.import_module(args.command_module).run
-    from esrag.cli._common import CliError
+    from esrag.errors import EsragError
 
     try:
         return int(run(args) or 0)
     except KeyboardInterrupt:
         print("esrag: interrupted", file=sys.stderr)
         return 130
-    except (CliError, ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (EsragError, ValueError, TypeError, OSError, ImportError) as err:  # OSError: files, disks
         if args.verbose > 1:
             raise
         print(f"esrag {args.command}: error: {err}", file=sys.stderr)

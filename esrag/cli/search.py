@@ -42,7 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_filters(items: list[str]) -> dict[str, Any] | None:
-    """``KEY=VALUE`` filters as a metadata filter dict (a VALUE that is JSON is parsed), or ``None``."""
+    """``KEY=VALUE`` filters as a metadata filter dict, or ``None``.
+
+    A VALUE that JSON reads as a number or a bool matches that value or the same text as a
+    string (``year=2001`` matches ``2001`` and ``"2001"``: CSV/TSV corpora store every cell
+    as a string); any other VALUE is a string.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -54,7 +59,7 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
             value = raw
         if isinstance(value, (list, dict)) or value is None:
             value = raw
-        out[key.strip()] = value
+        out[key.strip()] = value if isinstance(value, str) else {"$in": [value, raw]}
     return out or None
 
 

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,7 +167,32 @@ def _record_to_doc(rec: dict[str, Any], spec: CorpusSpec, position: Position) ->
         log.warning("%s: empty text, document %r skipped", position, raw_id)
         return None
     used = {id_field, spec.text_field, spec.title_field}
-    return Document(str(raw_id), full, _metadata(rec, spec, used, position), str(position))
+    meta = _metadata(rec, spec, used, position)
+    for name, value in (
+        (id_field, raw_id),
+        (spec.text_field, text),
+        (spec.title_field, title),
+        *meta.items(),
+    ):
+        _check_storable(value, name or "", position)
+    return Document(str(raw_id), full, meta, str(position))
+
+
+def _check_storable(value: Any, name: str, position: Position) -> None:
+    """A value the index can write: UTF-8 writable text (no lone surrogate), finite numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error(position, f"{value!r} is not a finite number (JSON cannot store it)", field=name)
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _error(
+            position,
+            f"character {exc.start} is {value[exc.start : exc.end]!r}, a lone surrogate (e.g. from a "
+            "JSON '\\ud800' escape) that cannot be written as UTF-8",
+            field=name,
+        ) from None
 
 
 def _metadata(

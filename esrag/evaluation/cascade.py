@@ -19,7 +19,7 @@ from esrag.evaluation.metrics import (
     require_judged_queries,
 )
 
-__all__ = ["CascadeEvaluation", "StageResult", "evaluate_cascade", "run_mode"]
+__all__ = ["CascadeEvaluation", "StageResult", "evaluate_cascade", "run_mode", "warn_missing_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def evaluate_cascade(
     n_docs = len(index)
     if n_docs == 0:
         raise ValueError("the index is empty")
+    warn_missing_documents(index, qids, qrels)
     coarse_q, fine_q = index.encode_queries([queries[q] for q in qids])
     return evaluate_encoded(
         index,
@@ -175,6 +176,23 @@ def evaluate_cascade(
         timing_queries=timing_queries,
         filter=filter,
     )
+
+
+def warn_missing_documents(index: Any, qids: Sequence[str], qrels: Qrels) -> list[str]:
+    """Log (and return) the relevant judged documents of ``qids`` that ``index`` lacks: they
+    can only count as misses, which usually means the qrels belong to another corpus.
+    """
+    relevant = {doc for q in qids for doc, grade in qrels.get(q, {}).items() if grade > 0}
+    missing = sorted(doc for doc in relevant if doc not in index)
+    if missing:
+        log.warning(
+            "%d of %d relevant documents in the qrels are not in the index (e.g. %s); "
+            "they count as misses for every mode (was the index built from this corpus?)",
+            len(missing),
+            len(relevant),
+            ", ".join(repr(d) for d in missing[:3]),
+        )
+    return missing
 
 
 def evaluate_encoded(

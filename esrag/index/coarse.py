@@ -90,6 +90,7 @@ class CoarseIndex:
         self._wrapped = isinstance(self.index, faiss.IndexIDMap2)
         inner = faiss.downcast_index(self.index.index if self._wrapped else self.index)
         self._removable = not isinstance(inner, faiss.IndexHNSW)
+        self._warned = False  # the tombstone warning was given for the current crossing
 
     # ------------------------------------------------------------------ state
     @property
@@ -142,12 +143,14 @@ class CoarseIndex:
                 logger.debug("coarse index %s cannot remove ids; using tombstones", self.index_type)
                 self._removable = False
         self.tombstones.update(int(i) for i in ids)
-        if len(self.tombstones) > max(1000, self.ntotal // 4):
+        many = len(self.tombstones) > max(1000, self.ntotal // 4)
+        if many and not self._warned:  # once per crossing of the threshold, not per delete
             logger.warning(
                 "%d of %d coarse vectors are tombstones; reconfigure() rebuilds the index",
                 len(self.tombstones),
                 self.ntotal,
             )
+        self._warned = many
 
     def _invalidate(self) -> None:
         self._gpu = None
@@ -238,7 +241,11 @@ class CoarseIndex:
         use_gpu: bool | None,
         tombstones: np.ndarray | None,
     ) -> CoarseIndex:
-        """Read a FAISS index written by :meth:`write`; errors name ``path``."""
+        """Read a FAISS index written by :meth:`write`; errors name ``path``.
+
+        ``use_gpu=True`` without a usable GPU is a warning and a CPU search (an index saved
+        on a GPU machine stays loadable anywhere); building one still requires the GPU.
+        """
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
@@ -249,6 +256,9 @@ class CoarseIndex:
             raise ValueError(f"{path}: expected an IndexIDMap2 or an IVF index, found {type(index).__name__}")
         if index.d != dim:
             raise ValueError(f"{path}: the coarse index has {index.d} dims, the manifest says {dim}")
+        if use_gpu is True and not gpu_available():
+            logger.warning("%s was saved with use_gpu=True; %s: searching on the CPU", path, GPU_HINT)
+            use_gpu = None
         return cls(
             dim,
             index_type,

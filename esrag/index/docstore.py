@@ -6,6 +6,7 @@ Persisted as JSON Lines (one ``{"id", "text", "metadata"}`` object per row, in r
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ import numpy as np
 
 __all__ = ["DocStore", "validate_filter"]
 
+logger = logging.getLogger(__name__)
+
 _OPERATORS = ("$eq", "$in")
+_KINDS = {'"': "str", "t": "bool", "f": "bool", "n": "null", "[": "list", "{": "dict"}
+
+
+def _kind(key: str) -> str:
+    """The JSON type of a value from its key (its JSON text)."""
+    return _KINDS.get(key[:1], "number")
 
 
 def _key(value: Any) -> str:
@@ -118,6 +127,8 @@ class DocStore:
             rows: set[int] = set()
             for key in keys:
                 rows |= values.get(key, set())
+            if not rows:
+                _warn_kinds(field, keys, values)
             result = rows if result is None else result & rows
             if not result:
                 break
@@ -162,3 +173,19 @@ def _parse_record(path: Path, line_no: int, line: str) -> tuple[str, str, dict[s
     if not isinstance(doc_id, str) or not isinstance(text, str) or not isinstance(metadata, dict):
         raise ValueError(f"{path}, line {line_no}: bad document record (wrong field types)")
     return doc_id, text, metadata
+
+
+def _warn_kinds(field: str, keys: list[str], values: Mapping[str, set[int]]) -> None:
+    """Log why a filter on ``field`` matches nothing when no stored value has its type."""
+    stored = {_kind(k) for k, rows in values.items() if rows}
+    wanted = {_kind(k) for k in keys}
+    if stored and not stored & wanted:
+        example = next(k for k, rows in values.items() if rows)
+        logger.warning(
+            "filter on %r matches no document: it asks for %s %s, the stored values are %s (e.g. %s)",
+            field,
+            "/".join(sorted(wanted)),
+            ", ".join(keys),
+            "/".join(sorted(stored)),
+            example,
+        )

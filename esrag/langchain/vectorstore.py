@@ -123,6 +123,26 @@ class CascadeVectorStore(VectorStore):
         """Documents most similar to ``query`` (see :meth:`similarity_search_with_score`)."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
 
+    def _search_by_vector(
+        self, embedding: list[float], k: int, filter: dict[str, Any] | None, shortlist: int | None
+    ) -> tuple[np.ndarray, list[str], list[float]]:
+        """(the query vector (1, dim), ids, scores) of a search with a fine-view vector."""
+        vector = np.asarray(embedding, dtype=np.float32)[None, :]
+        same = self.index.same_vectors
+        mode = SearchMode.CASCADE if same else SearchMode.FINE
+        shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
+        if len(self.index) == 0:
+            return vector, [], []
+        result = self.index.search_embeddings(
+            vector if same else np.zeros((1, self.index.source_dim or 1), np.float32),
+            vector,
+            k=k,
+            shortlist=shortlist,
+            filter=filter,
+            mode=mode,
+        )
+        return vector, result.ids[0], result.scores[0]
+
     def similarity_search_by_vector(
         self,
         embedding: list[float],
@@ -139,21 +159,16 @@ class CascadeVectorStore(VectorStore):
         fine-only search.
         """
         _check_kwargs("similarity_search_by_vector", kwargs, ("k", "filter", "shortlist"))
-        vector = np.asarray(embedding, dtype=np.float32)[None, :]
-        same = self.index.same_vectors
-        mode = SearchMode.CASCADE if same else SearchMode.FINE
-        shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
-        if len(self.index) == 0:
+        _vector, ids, scores = self._search_by_vector(embedding, k, filter, shortlist)
+        return [doc for doc, _ in self._documents(ids, scores)]
+
+    def _mmr(self, query: np.ndarray, ids: list[str], k: int, lambda_mult: float) -> list[Document]:
+        """The documents among ``ids`` re-selected for diversity (MMR on their fine vectors)."""
+        found, vectors = self.index.fine_vectors(ids)
+        if not found:
             return []
-        result = self.index.search_embeddings(
-            vector if same else np.zeros((1, self.index.source_dim or 1), np.float32),
-            vector,
-            k=k,
-            shortlist=shortlist,
-            filter=filter,
-            mode=mode,
-        )
-        return [doc for doc, _ in self._documents(result.ids[0], result.scores[0])]
+        picks = maximal_marginal_relevance(query, vectors, lambda_mult=lambda_mult, k=k)
+        return self.get_by_ids([found[i] for i in picks])
 
     def max_marginal_relevance_search(
         self,
@@ -182,11 +197,29 @@ class CascadeVectorStore(VectorStore):
             shortlist=default_shortlist(shortlist, max(fetch_k, k), self.index.config.shortlist),
             filter=filter,
         )
-        ids, vectors = self.index.fine_vectors(result.ids[0])
-        if not ids:
-            return []
-        picks = maximal_marginal_relevance(fine_q[0], vectors, lambda_mult=lambda_mult, k=k)
-        return self.get_by_ids([ids[i] for i in picks])
+        return self._mmr(fine_q[0], result.ids[0], k, lambda_mult)
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: dict[str, Any] | None = None,
+        *,
+        shortlist: int | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """MMR with a fine-view query vector: ``fetch_k`` results of
+        :meth:`similarity_search_by_vector`, re-selected for diversity.
+        """
+        _check_kwargs(
+            "max_marginal_relevance_search_by_vector",
+            kwargs,
+            ("k", "fetch_k", "lambda_mult", "filter", "shortlist"),
+        )
+        vector, ids, _scores = self._search_by_vector(embedding, max(fetch_k, k), filter, shortlist)
+        return self._mmr(vector[0], ids, k, lambda_mult)
 
     def _select_relevance_score_fn(self) -> Any:
         return lambda score: max(0.0, min(1.0, (1.0 + score) / 2.0))
