@@ -189,7 +189,12 @@ def publish(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         with _locked(store, exclusive=True, wait=True):
-            atomic_write_bytes(root / pointer, draft.pointer_data)
+            try:
+                atomic_write_bytes(root / pointer, draft.pointer_data)
+            except BaseException:
+                if _pointer_moved(root / pointer, draft.pointer_data):  # not published: drop it
+                    shutil.rmtree(store / draft.version, ignore_errors=True)
+                raise
             for name in legacy_files:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(root / name)

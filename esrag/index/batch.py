@@ -42,6 +42,7 @@ __all__ = [
     "checked_batches",
     "concat_batches",
     "encoded_parts",
+    "json_value",
     "vector_parts",
 ]
 
@@ -101,7 +102,7 @@ def check_doc_texts(texts: Any) -> list[str]:
     return texts
 
 
-def _json_value(value: Any, where: str) -> Any:
+def json_value(value: Any, where: str) -> Any:
     """``value`` as JSON can store it, by the rule of the module docstring; errors name ``where``."""
     if isinstance(value, np.datetime64):
         value = str(np.datetime_as_string(value))  # .item() of a ns datetime64 is an int
@@ -118,7 +119,7 @@ def _json_value(value: Any, where: str) -> Any:
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return [_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
         return _json_object(value, where)
     raise TypeError(
@@ -133,7 +134,7 @@ def _json_object(meta: dict[Any, Any], where: str) -> dict[str, Any]:
         if not isinstance(key, str):
             raise TypeError(f"{where} has a non-str key {key!r}")
         _check_utf8(key, f"{where} key {key!r}")
-        out[key] = _json_value(value, f"{where}[{key!r}]")
+        out[key] = json_value(value, f"{where}[{key!r}]")
     return out
 
 

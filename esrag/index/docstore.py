@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from esrag.index.batch import json_value
+
 __all__ = ["DocStore", "validate_filter"]
 
 logger = logging.getLogger(__name__)
@@ -30,11 +32,18 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _value_key(value: Any, where: str) -> str:
+    """The key of a filter value, converted like stored metadata (numpy scalars, dates)."""
+    return _key(json_value(value, where))
+
+
 def validate_filter(filter: Mapping[str, Any]) -> dict[str, list[str]]:
     """Normalise a filter to ``{field: [accepted value keys]}``.
 
     ``{"f": v}`` and ``{"f": {"$eq": v}}`` mean equality; ``{"f": [v1, v2]}`` and
-    ``{"f": {"$in": [v1, v2]}}`` mean any of; several fields are combined with AND.
+    ``{"f": {"$in": [v1, v2]}}`` mean any of; several fields are combined with AND. Values
+    are converted by the rule stored metadata follows (:mod:`esrag.index.batch`), so
+    ``np.int64(3)`` matches ``3`` and ``datetime.date(2024, 5, 1)`` matches ``"2024-05-01"``.
     """
     if not isinstance(filter, Mapping):
         raise TypeError(f"filter must be a dict of metadata field -> value, got {filter!r}")
@@ -52,13 +61,13 @@ def validate_filter(filter: Mapping[str, Any]) -> dict[str, list[str]]:
             if op == "$in":
                 if isinstance(arg, (str, bytes)) or not isinstance(arg, Sequence):
                     raise ValueError(f"filter[{field!r}]['$in'] must be a list, got {arg!r}")
-                out[field] = [_key(v) for v in arg]
+                out[field] = [_value_key(v, f"filter[{field!r}]['$in']") for v in arg]
             else:
-                out[field] = [_key(arg)]
+                out[field] = [_value_key(arg, f"filter[{field!r}]['$eq']")]
         elif isinstance(cond, (list, tuple)):
-            out[field] = [_key(v) for v in cond]
+            out[field] = [_value_key(v, f"filter[{field!r}]") for v in cond]
         else:
-            out[field] = [_key(cond)]
+            out[field] = [_value_key(cond, f"filter[{field!r}]")]
     return out
 
 

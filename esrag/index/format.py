@@ -214,8 +214,6 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
             with atomic_folder(Path(os.path.realpath(folder))) as tmp:
                 manifest = _publish(state, rows, manifest, tmp)
     except (OSError, RuntimeError) as exc:
-        if isinstance(exc, OSError) and str(folder) in str(exc):
-            raise
         errno = getattr(exc, "errno", None)
         message = f"{folder}: saving the index failed ({exc}); the previous version is still in place"
         raise (OSError(errno, message) if errno else OSError(message)) from exc
