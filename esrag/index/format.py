@@ -39,6 +39,7 @@ spells these file names.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -77,6 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES)
+"""Errors faiss only reports as text; the save's ``OSError`` gets their errno back."""
 
 MANIFEST_FILE = "manifest.json"
 VERSIONS_DIR = "versions"
@@ -214,9 +217,9 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
             with atomic_folder(Path(os.path.realpath(folder))) as tmp:
                 manifest = _publish(state, rows, manifest, tmp)
     except (OSError, RuntimeError) as exc:
-        errno = getattr(exc, "errno", None)
+        code = getattr(exc, "errno", None)
         message = f"{folder}: saving the index failed ({exc}); the previous version is still in place"
-        raise (OSError(errno, message) if errno else OSError(message)) from exc
+        raise (OSError(code, message) if code else OSError(message)) from exc
     logger.info("saved index with %d documents to %s (version %s)", manifest.count, folder, manifest.version)
     return manifest
 
@@ -248,7 +251,10 @@ def _write_parts(state: IndexState, rows: np.ndarray, tmp: Path) -> None:
     try:
         state.coarse.write(tmp / COARSE_FILE)
     except RuntimeError as exc:  # faiss reports a failed fwrite (a full disk) this way
-        raise OSError(f"{tmp / COARSE_FILE}: {str(exc).strip().splitlines()[-1]}") from exc
+        text = str(exc).strip().splitlines()[-1]
+        code = next((c for c in _WRITE_ERRORS if os.strerror(c) in text), None)
+        message = f"{tmp / COARSE_FILE}: {text}"
+        raise (OSError(code, message) if code else OSError(message)) from exc
     state.fine.write(tmp / FINE_FILE, rows)
     state.rows.write_coarse_ids(tmp / IDS_FILE, rows)
     dead = np.array(sorted(state.coarse.tombstones), dtype=np.int64)
