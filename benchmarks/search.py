@@ -245,7 +245,9 @@ def child_search(cfg: dict[str, Any], work: Path, folder: Path, args: argparse.N
     }
     if cfg["kind"] == "cascade":
         out["fine_mmap_resident_mb"] = mapped_rss("fine.npy") / 2**20
-        out["coarse_file_mb"] = (folder / "cascade" / "coarse.faiss").stat().st_size / 2**20
+        from esrag.index.format import data_folder
+
+        out["coarse_file_mb"] = (data_folder(folder / "cascade") / "coarse.faiss").stat().st_size / 2**20
     if cfg["kind"] == "flat":
         np.save(work / "truth.npy", rows)
     truth = np.load(work / "truth.npy")

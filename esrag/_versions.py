@@ -24,7 +24,8 @@ the pointer just before a version was deleted finds the folder gone (or replaced
 holds the lock, and reads the pointer again. Writers serialise publishing and deleting
 with an exclusive lock on ``<versions>``. On platforms without ``fcntl`` there are no
 locks: an old version is deleted only when its successor is older than
-:data:`GRACE_SECONDS`, which a reader's load must not outlast.
+:data:`GRACE_SECONDS` (a draft: when it is itself that old), which a reader's load must
+not outlast.
 """
 
 from __future__ import annotations
@@ -72,15 +73,15 @@ def _locked(path: Path, *, exclusive: bool, wait: bool) -> Iterator[bool]:
     """Hold an ``flock`` on the folder ``path``; yields whether it is held on the folder that is
     still at ``path`` (False: it is gone or was replaced, or ``wait`` is False and it is busy).
     """
+    if fcntl is None:  # pragma: no cover - Windows: no locks
+        yield path.is_dir()
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         yield False
         return
     try:
-        if fcntl is None:  # pragma: no cover - Windows: no locks
-            yield True
-            return
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
         try:
             fcntl.flock(fd, mode)
@@ -210,8 +211,8 @@ def _prune(store: Path, current: str) -> None:
         path = store / name
         if not path.is_dir() or path.is_symlink():
             continue
-        if fcntl is None and name in successor and not _expired(store / successor[name]):
-            continue  # pragma: no cover - Windows: keep it for readers still loading it
+        if fcntl is None and not _expired(store / successor[name] if name in successor else path):
+            continue  # pragma: no cover - no locks: keep it while a reader (or writer) may use it
         with _locked(path, exclusive=True, wait=False) as free:
             if not free:
                 continue  # a reader is loading it, or a writer is still writing it
@@ -222,8 +223,9 @@ def _prune(store: Path, current: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _expired(successor: Path) -> bool:  # pragma: no cover - Windows
+def _expired(since: Path) -> bool:  # pragma: no cover - Windows
+    """Whether ``since`` (a superseded version's successor, or a draft) is older than the grace."""
     try:
-        return successor.stat().st_mtime < time.time() - GRACE_SECONDS
+        return since.stat().st_mtime < time.time() - GRACE_SECONDS
     except FileNotFoundError:
         return True

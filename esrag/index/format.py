@@ -146,8 +146,8 @@ def _read_folder(folder: Path, verify: bool, load: Callable[[Manifest, Path], _T
         return _versions.read(folder, MANIFEST_FILE, VERSIONS_DIR, resolve, checked)
     except _versions.MissingVersionError as exc:
         raise IndexFormatError(f"{path}: {exc}") from None
-    except OSError as exc:
-        raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
+    except OSError as exc:  # e.g. no permission to read the manifest or a listed file
+        raise IndexFormatError(f"{exc.filename or path}: unreadable ({exc.strerror or exc})") from None
 
 
 def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
