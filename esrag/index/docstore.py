@@ -125,14 +125,15 @@ class DocStore:
         ``live``: the live rows, returned for an empty filter.
         """
         spec = validate_filter(filter)
-        result: set[int] | None = None
-        for field, keys in spec.items():
-            values = self._inverted.get(field)
-            if values is None:
+        for field in spec:  # all of them, whatever the others match
+            if field not in self._inverted:
                 known = ", ".join(repr(f) for f in self.known_fields()) or "none"
                 raise ValueError(
                     f"unknown filter field {field!r}: no document has it (known fields: {known})"
                 )
+        result: set[int] | None = None
+        for field, keys in spec.items():
+            values = self._inverted[field]
             rows: set[int] = set()
             for key in keys:
                 rows |= values.get(key, set())

@@ -182,11 +182,7 @@ class CascadeVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """``fetch_k`` cascade results re-selected for diversity (MMR on the fine vectors)."""
-        _check_kwargs(
-            "max_marginal_relevance_search",
-            kwargs,
-            ("k", "fetch_k", "lambda_mult", "filter", "shortlist"),
-        )
+        _check_kwargs("max_marginal_relevance_search", kwargs, _MMR_ARGS)
         if len(self.index) == 0:
             return []
         source, fine_q = self.index.encode_queries([query])
@@ -213,11 +209,7 @@ class CascadeVectorStore(VectorStore):
         """MMR with a fine-view query vector: ``fetch_k`` results of
         :meth:`similarity_search_by_vector`, re-selected for diversity.
         """
-        _check_kwargs(
-            "max_marginal_relevance_search_by_vector",
-            kwargs,
-            ("k", "fetch_k", "lambda_mult", "filter", "shortlist"),
-        )
+        _check_kwargs("max_marginal_relevance_search_by_vector", kwargs, _MMR_ARGS)
         vector, ids, _scores = self._search_by_vector(embedding, max(fetch_k, k), filter, shortlist)
         return self._mmr(vector[0], ids, k, lambda_mult)
 
@@ -264,6 +256,9 @@ class CascadeVectorStore(VectorStore):
         """Retriever; ``search_kwargs={"k": ..., "shortlist": ..., "filter": ...}``."""
         tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
         return CascadeRetriever(vectorstore=self, tags=tags, **kwargs)
+
+
+_MMR_ARGS = ("k", "fetch_k", "lambda_mult", "filter", "shortlist")
 
 
 def _check_kwargs(method: str, kwargs: dict[str, Any], supported: Sequence[str]) -> None:
