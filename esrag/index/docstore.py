@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DocStore", "validate_filter"]
+__all__ = ["DocStore", "unknown_field_error", "validate_filter"]
 
 _OPERATORS = ("$eq", "$in")
 
@@ -51,6 +51,12 @@ def validate_filter(filter: Mapping[str, Any]) -> dict[str, list[str]]:
         else:
             out[field] = [_key(cond)]
     return out
+
+
+def unknown_field_error(field: str, known: Sequence[str]) -> ValueError:
+    """The error for a filter on a field no stored document has (``known``: the fields some have)."""
+    names = ", ".join(repr(f) for f in known) or "none"
+    return ValueError(f"unknown filter field {field!r}: no document has it (known fields: {names})")
 
 
 class DocStore:
@@ -111,10 +117,7 @@ class DocStore:
         for field, keys in spec.items():
             values = self._inverted.get(field)
             if values is None:
-                known = ", ".join(repr(f) for f in self.known_fields()) or "none"
-                raise ValueError(
-                    f"unknown filter field {field!r}: no document has it (known fields: {known})"
-                )
+                raise unknown_field_error(field, self.known_fields())
             rows: set[int] = set()
             for key in keys:
                 rows |= values.get(key, set())

@@ -75,17 +75,18 @@ def new_state(config: CascadeConfig, batches: Sequence[DocBatch], *, same_vector
     )
 
 
-def insert(state: IndexState, batch: DocBatch) -> None:
+def insert(state: IndexState, batch: DocBatch, coarse_ids: np.ndarray | None = None) -> None:
     """Upsert one checked batch: replaces documents whose ids are already stored.
 
     Everything that can fail on the batch's content (shapes, the transform) runs before the
-    first store is changed.
+    first store is changed. ``coarse_ids``: the documents' coarse ids when the caller
+    allocates them (see :meth:`RowMap.add`), else the next ones.
     """
     check_dim("coarse_source", batch.source, state.source_dim)
     check_dim("fine", batch.fine, state.fine_dim)
     coarse_vectors = state.transform(batch.source)
     remove(state, batch.ids)
-    rows, coarse_ids = state.rows.add(batch.ids)
+    rows, coarse_ids = state.rows.add(batch.ids, coarse_ids)
     state.coarse.add(coarse_vectors, coarse_ids)
     fine_rows = state.fine.append(batch.fine)
     doc_rows = [
