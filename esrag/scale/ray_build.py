@@ -269,7 +269,7 @@ def _encode(
         },
         batch_size=options.batch_size * 4,
         batch_format="numpy",
-        concurrency=options.actors,
+        compute=ray.data.ActorPoolStrategy(size=options.actors),
         num_cpus=threads,
         num_gpus=options.gpus_per_actor or None,
     ).materialize()
