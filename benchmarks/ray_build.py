@@ -33,7 +33,8 @@ import numpy as np
 BUILD_CHILD = r"""
 import json, sys, time, os
 import torch
-mode, corpus, folder, actors, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+mode, corpus, folder = sys.argv[1:4]
+actors, threads = int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads * actors)
 from esrag.cli.main import main
 argv = ["build", corpus, "--index", folder, "--json", "-q", "--batch-size", "64"]

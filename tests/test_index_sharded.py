@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from esrag.errors import IndexFormatError
-from esrag.index import CascadeConfig, CascadeIndex
-from esrag.index import shardset
+from esrag.index import CascadeConfig, CascadeIndex, shardset
 from esrag.index.sharded import ShardedIndex
 from esrag.index.shardset import shard_of
 
@@ -99,7 +98,7 @@ def test_ties_are_settled_the_same_way():
 
 def test_writes_route_to_one_shard_and_match_one_index():
     one, many = _pair("Flat")
-    src, fine, ids, _ = _data(60, seed=5)
+    src, fine, _, _ = _data(60, seed=5)
     new_ids = [f"new-{i}" for i in range(30)] + [f"doc-{i}" for i in range(30)]  # 30 new, 30 upserts
     for index in (one, many):
         index.add_embeddings(src, fine, ids=new_ids, texts=[f"text {i}" for i in range(60)])

@@ -24,7 +24,6 @@ from esrag.index.sync import sync
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'esrag[ray]'")
 
 from esrag.scale import RayOptions, build_sharded  # noqa: E402
-
 from tests.conftest import TINY_WORDS  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.enable_socket]
