@@ -67,9 +67,14 @@ def _single(encoder, corpus: Path, config: CascadeConfig) -> CascadeIndex:
 
 
 def _assert_same(single, sharded, queries, **kwargs):
+    """Same ids and scores (1e-5); two documents whose scores are within 1e-5 of each other
+    may swap places (the encoder's batches differ, so its floats differ in the last bits)."""
     a, b = single.search(queries, k=10, **kwargs), sharded.search(queries, k=10, **kwargs)
-    assert a.ids == b.ids
     np.testing.assert_allclose(np.array(a.scores), np.array(b.scores), atol=1e-5)
+    for ids_a, ids_b, scores in zip(a.ids, b.ids, a.scores, strict=True):
+        for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=True)):
+            near = [abs(scores[i] - scores[j]) < 1e-5 for j in (i - 1, i + 1) if 0 <= j < len(scores)]
+            assert x == y or any(near), (ids_a, ids_b)
 
 
 OPTIONS = RayOptions(actors=2, shards=3, batch_size=32, threads_per_actor=1)
