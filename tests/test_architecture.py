@@ -124,6 +124,11 @@ def _private_accesses(tree: ast.AST) -> Iterator[tuple[int, str]]:
 ALLOWED_PRIVATE = {
     ("esrag.index.cascade", "index._adapter"),  # CascadeIndex.load fills the instance it creates
     ("esrag.index.cascade", "index._state"),
+    ("esrag.index.sharded", "index._adapter"),  # ShardedIndex.load fills the instance it creates
+    ("esrag.index.sharded", "index._states"),
+    ("esrag.index.sharded", "index._next_id"),
+    ("esrag.index.sharded", "index._clean"),
+    ("esrag.index.sharded", "index._folder"),
     ("esrag.index.rows", "out._id_of_row"),  # RowMap.restore fills the instance it creates
     ("esrag.index.rows", "out._row_of"),
     ("esrag.index.rows", "out._alive"),

@@ -72,9 +72,9 @@ def _looks_like_hub_name(model: str) -> bool:
 
 def model_of_index(folder: Path) -> str | None:
     """The model recorded in an index folder's manifest (a path or the default's name)."""
-    from esrag.index.format import read_manifest
+    from esrag.index.shardset import index_manifest
 
-    return read_manifest(folder, verify=False).model_name
+    return index_manifest(folder, verify=False).model_name
 
 
 def check_index_folder(folder: str | os.PathLike[str]) -> Path:

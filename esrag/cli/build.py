@@ -86,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from esrag.cli.build_ray import add_ray_arguments
+
+    add_ray_arguments(p)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,6 +165,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"--index {folder}: is a file, not an index folder")
     recover_folder(folder)
     overrides = config_overrides(args)
+    if getattr(args, "ray", None) is not None:
+        from esrag.cli.build_ray import build_ray
+
+        return build_ray(args, overrides)  # reads, encodes and writes on the cluster
     docs = read_documents(args)  # validate the whole corpus before touching anything
     if is_index_folder(folder) and not args.rebuild:
         report = _update(args, folder, docs, overrides)

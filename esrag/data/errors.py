@@ -37,3 +37,11 @@ class DataError(EsragError, ValueError):
         prefix = where(path, line)
         detail = f"field {field!r}: {message}" if field is not None else message
         super().__init__(f"{prefix}: {detail}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # picklable with its attributes (Ray workers raise it, the driver re-raises it)
+        return (_rebuild, (self.path, self.line, self.detail, self.field))
+
+
+def _rebuild(path: str, line: int | None, detail: str, field: str | None) -> DataError:
+    return DataError(path, line, detail, field=field)

@@ -49,6 +49,8 @@ from esrag.index.identity import ModelCheck, identity_fields
 from esrag.index.rebuild import LIGHT_SETTINGS, rebuild, retune
 from esrag.index.results import IndexedDocument, SearchResult
 from esrag.index.search import check_queries, check_search_args, search_state
+from esrag.index.sharded import ShardedIndex
+from esrag.index.shardset import is_sharded_folder
 from esrag.index.transforms import FittedTransform
 from esrag.validation import (
     check_batch_size,
@@ -416,8 +418,14 @@ class CascadeIndex:
         *,
         verify: bool = True,
         mmap: bool = True,
-    ) -> CascadeIndex:
-        """Load an index folder; refuses corrupted files and a different model."""
+    ) -> CascadeIndex | ShardedIndex:
+        """Load an index folder; refuses corrupted files and a different model.
+
+        A sharded folder (``esrag build --ray``, :meth:`ShardedIndex.save`) loads as a
+        :class:`~esrag.index.sharded.ShardedIndex`, which has this class's API.
+        """
+        if is_sharded_folder(folder):
+            return ShardedIndex.load(folder, embedder, verify=verify, mmap=mmap)
         check = ModelCheck(Path(folder), embedder)
         state, manifest = load_state(folder, verify=verify, mmap=mmap, check=check)
         index = cls(None, state.config)

@@ -225,6 +225,33 @@ class CoarseIndex:
             return self._gpu
 
     # ---------------------------------------------------------------- storage
+    def to_bytes(self) -> bytes:
+        """The FAISS index serialised (``faiss.serialize_index``), e.g. to ship to a worker."""
+        return bytes(faiss.serialize_index(self.index))
+
+    def empty_copy(self) -> CoarseIndex:
+        """A new coarse index with the same settings and training (quantizer, codebooks),
+        holding no vectors: what every shard of a sharded index starts from.
+        """
+        if self.ntotal:
+            raise ValueError(f"empty_copy needs an empty coarse index, this one holds {self.ntotal} vectors")
+        return CoarseIndex.from_bytes(
+            self.to_bytes(),
+            dim=self.dim,
+            index_type=self.index_type,
+            nprobe=self.nprobe,
+            ef_search=self.ef_search,
+            use_gpu=self._want_gpu,
+        )
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, dim: int, index_type: str, nprobe: int, ef_search: int, use_gpu: bool | None
+    ) -> CoarseIndex:
+        """Inverse of :meth:`to_bytes`."""
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        return cls(dim, index_type, nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu, index=index)
+
     def write(self, path: Path) -> None:
         """Write the FAISS index to ``path``."""
         faiss.write_index(self.index, str(path))

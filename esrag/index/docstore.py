@@ -15,7 +15,7 @@ import numpy as np
 
 from esrag.index.batch import json_value
 
-__all__ = ["DocStore", "validate_filter"]
+__all__ = ["DocStore", "unknown_field_error", "validate_filter"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,12 @@ def validate_filter(filter: Mapping[str, Any]) -> dict[str, list[str]]:
         else:
             out[field] = [_value_key(cond, f"filter[{field!r}]")]
     return out
+
+
+def unknown_field_error(field: str, known: Sequence[str]) -> ValueError:
+    """The error for a filter on a field no stored document has (``known``: the fields some have)."""
+    names = ", ".join(repr(f) for f in known) or "none"
+    return ValueError(f"unknown filter field {field!r}: no document has it (known fields: {names})")
 
 
 class DocStore:
@@ -127,10 +133,7 @@ class DocStore:
         spec = validate_filter(filter)
         for field in spec:  # all of them, whatever the others match
             if field not in self._inverted:
-                known = ", ".join(repr(f) for f in self.known_fields()) or "none"
-                raise ValueError(
-                    f"unknown filter field {field!r}: no document has it (known fields: {known})"
-                )
+                raise unknown_field_error(field, self.known_fields())
         result: set[int] | None = None
         for field, keys in spec.items():
             values = self._inverted[field]

@@ -22,6 +22,21 @@ logger = logging.getLogger(__name__)
 _CHUNK_ROWS = 65_536
 
 
+def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (score, row) per query, unordered; among equal scores the lower rows
+    (so that a tie at the k-th place is settled the same way however the rows are split).
+    """
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    best_s = np.take_along_axis(scores, part, axis=1)
+    best_r = np.take_along_axis(rows, part, axis=1)
+    kth = best_s.min(axis=1)
+    tied = np.isfinite(kth) & ((scores >= kth[:, None]).sum(axis=1) > k)
+    for q in np.flatnonzero(tied).tolist():  # rare: a tie straddles the k-th place
+        order = np.lexsort((rows[q], -scores[q]))[:k]
+        best_s[q], best_r[q] = scores[q, order], rows[q, order]
+    return best_s, best_r
+
+
 class FineStore:
     """Append-only matrix of fine vectors (rows): a base part, memory-mapped after a load,
     and an in-memory tail that receives appended rows (so writing never copies the base).
@@ -128,9 +143,7 @@ class FineStore:
             all_s = np.concatenate([best_s, scores], axis=1)
             all_r = np.concatenate([best_r, np.broadcast_to(rows, scores.shape)], axis=1)
             if all_s.shape[1] > k:
-                part = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
-                best_s = np.take_along_axis(all_s, part, axis=1)
-                best_r = np.take_along_axis(all_r, part, axis=1)
+                best_s, best_r = _top_k(all_s, all_r, k)
             else:
                 best_s, best_r = all_s, all_r
         order = np.lexsort((best_r, -best_s), axis=1)  # ties: lower row first

@@ -65,6 +65,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_FILE",
     "REQUIRED_FILES",
+    "SHARDS_FILE",
     "TRANSFORM_ARRAY_FILES",
     "FileEntry",
     "Manifest",
@@ -91,6 +92,8 @@ DOCS_FILE = "docs.jsonl"
 TRANSFORM_FILE = "transform.json"
 MATRIX_FILE = "transform_matrix.npy"
 BIAS_FILE = "transform_bias.npy"
+SHARDS_FILE = "shards.json"
+"""Top-level manifest of a sharded index folder (see :mod:`esrag.index.shardset`)."""
 REQUIRED_FILES = (COARSE_FILE, DOCS_FILE, FINE_FILE, IDS_FILE, TOMBSTONES_FILE, TRANSFORM_FILE)
 """Files every index folder holds (and its manifest must list with their checksums)."""
 TRANSFORM_ARRAY_FILES = (BIAS_FILE, MATRIX_FILE)
@@ -99,9 +102,11 @@ TRANSFORM_ARRAY_FILES = (BIAS_FILE, MATRIX_FILE)
 
 # ---------------------------------------------------------------------- folders
 def is_index_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder holding an index manifest (not whether it is intact)."""
+    """Whether ``path`` is a folder holding an index manifest, or the top-level manifest of a
+    sharded index (not whether it is intact).
+    """
     path = Path(path)
-    return path.is_dir() and (path / MANIFEST_FILE).is_file()
+    return path.is_dir() and ((path / MANIFEST_FILE).is_file() or (path / SHARDS_FILE).is_file())
 
 
 def _parse_manifest(data: bytes, path: Path) -> Manifest:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_COARSE_ID", "RowMap"]
+__all__ = ["MAX_COARSE_ID", "RowMap", "checked_coarse_ids"]
 
 MAX_COARSE_ID = 2**62
 """Coarse ids stay below this (FAISS ids are int64; the margin keeps ``next_id + n`` exact)."""
@@ -30,6 +30,16 @@ def _grow(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
     out = np.full(max(size, int(array.size * 1.5) + 1024), fill, dtype=array.dtype)
     out[: array.size] = array
     return out
+
+
+def checked_coarse_ids(coarse_ids: np.ndarray, n: int, first: int) -> np.ndarray:
+    """Given coarse ids for ``n`` new rows: int64, increasing, none below ``first``."""
+    coarse = np.asarray(coarse_ids, dtype=np.int64)
+    if coarse.shape != (n,):
+        raise ValueError(f"RowMap.add: expected {n} coarse ids, got shape {coarse.shape}")
+    if n and (coarse[0] < first or (n > 1 and not (np.diff(coarse) > 0).all())):
+        raise ValueError(f"RowMap.add: coarse ids must increase from at least {first}")
+    return coarse
 
 
 class RowMap:
@@ -104,10 +114,15 @@ class RowMap:
         return np.where(hit, rows, -1).astype(np.int64)
 
     # ------------------------------------------------------------------ writing
-    def add(self, doc_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def add(
+        self, doc_ids: Sequence[str], coarse_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Allocate the next rows and coarse ids for new documents; returns ``(rows, coarse ids)``.
 
-        The ids must be distinct and not live (remove an old version first).
+        The ids must be distinct and not live (remove an old version first). ``coarse_ids``:
+        the coarse ids to use instead of the next ones (a shard of a
+        :class:`~esrag.index.sharded.ShardedIndex` gets ids from one counter shared by all
+        shards); they must increase and be at least :attr:`next_coarse_id`.
         """
         present = [i for i in doc_ids if i in self._row_of]
         if present or len(set(doc_ids)) != len(doc_ids):
@@ -119,14 +134,17 @@ class RowMap:
         if first_coarse + n > MAX_COARSE_ID:
             raise OverflowError(f"RowMap.add: coarse ids would pass {MAX_COARSE_ID}; rebuild the index")
         rows = np.arange(first_row, first_row + n, dtype=np.int64)
-        coarse = np.arange(first_coarse, first_coarse + n, dtype=np.int64)
+        if coarse_ids is None:
+            coarse = np.arange(first_coarse, first_coarse + n, dtype=np.int64)
+        else:
+            coarse = checked_coarse_ids(coarse_ids, n, first_coarse)
         self._alive = _grow(self._alive, first_row + n, False)
         self._coarse_of_row = _grow(self._coarse_of_row, first_row + n, -1)
         self._alive[rows] = True
         self._coarse_of_row[rows] = coarse
         self._id_of_row.extend(doc_ids)
         self._row_of.update(zip(doc_ids, rows.tolist(), strict=True))
-        self._next_coarse += n
+        self._next_coarse = int(coarse[-1]) + 1 if n else self._next_coarse
         return rows, coarse
 
     def remove(self, doc_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:

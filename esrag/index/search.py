@@ -6,10 +6,20 @@ optionally pre-filters by metadata, and returns ids and scores best first. Modes
 ``coarse`` (the coarse stage's own scores) and ``fine`` (exact flat search over every fine
 vector: the reference). Filters matching few documents, and queries whose shortlist came
 back short (IVF probes, HNSW with a selector), are answered exactly.
+
+A search runs in phases, each a public function of one state, so that a sharded index
+(:mod:`esrag.index.sharded_search`) runs the same phases on every shard and merges between
+them: :func:`filter_rows` (the rows a filter admits), :func:`search_path` (exact, coarse or
+cascade: decided on the counts of the whole index), :func:`coarse_topk` (the coarse
+shortlist), :func:`rerank` (exact scores of shortlisted rows) and :func:`exact_topk` (exact
+search). Ties are settled one way everywhere: equal scores rank the lower coarse id first
+(in one index coarse ids increase with the row, so: the earlier stored document first),
+also at the edge of a shortlist or of the top ``k``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -22,11 +32,39 @@ from esrag.index.results import SearchResult
 from esrag.index.state import IndexState
 from esrag.validation import check_int, check_vectors, is_int
 
-__all__ = ["check_queries", "check_search_args", "search_state"]
+__all__ = [
+    "QUERY_CHUNK",
+    "SearchPath",
+    "check_queries",
+    "check_search_args",
+    "coarse_topk",
+    "exact_topk",
+    "filter_rows",
+    "rerank",
+    "search_path",
+    "search_state",
+    "top_by_score",
+]
 
 logger = logging.getLogger(__name__)
 
-_QUERY_CHUNK = 256
+QUERY_CHUNK = 256
+"""Queries searched together (bounded memory per chunk)."""
+
+_LAST = np.iinfo(np.int64).max
+
+
+class SearchPath(str, enum.Enum):
+    """How a (chunk of a) search is answered."""
+
+    NOTHING = "nothing"
+    """A filter that matches no document."""
+    EXACT = "exact"
+    """Exact flat search over the fine vectors (``fine`` mode, small filters)."""
+    COARSE = "coarse"
+    """The coarse stage's own top ``k``."""
+    CASCADE = "cascade"
+    """Coarse shortlist, exact rerank (exact search for queries left short)."""
 
 
 def check_search_args(k: Any, shortlist: Any, mode: Any) -> tuple[int, int, SearchMode]:
@@ -61,6 +99,96 @@ def check_queries(
     return source, l2_normalize(check_vectors("query fine", fine, fine_dim, source.shape[0]))
 
 
+def search_path(mode: SearchMode, n_match: int, filtered: bool, threshold: int, shortlist: int) -> SearchPath:
+    """The path a search takes, from the counts of the whole index: ``n_match`` documents
+    the filter admits (all live ones without a filter), ``threshold`` the configured
+    ``exact_filter_threshold``.
+    """
+    if filtered and n_match == 0:
+        return SearchPath.NOTHING
+    if mode is SearchMode.FINE:
+        return SearchPath.EXACT
+    if mode is SearchMode.CASCADE and filtered and n_match <= max(threshold, shortlist):
+        return SearchPath.EXACT
+    return SearchPath.COARSE if mode is SearchMode.COARSE else SearchPath.CASCADE
+
+
+def filter_rows(
+    state: IndexState, filter: Mapping[str, Any] | None, known: set[str] | None = None
+) -> np.ndarray | None:
+    """The sorted live rows ``filter`` admits (``None`` without a filter).
+
+    ``known``: the metadata fields of the whole (sharded) index; a field this state lacks
+    but the index knows matches nothing here instead of being an unknown field.
+    """
+    if filter is None:
+        return None
+    if known is not None and not set(filter) <= set(state.docs.known_fields()):
+        return np.zeros(0, dtype=np.int64)
+    return state.docs.matching_rows(filter, state.rows.live())
+
+
+def top_by_score(scores: np.ndarray, keys: np.ndarray, depth: int) -> np.ndarray:
+    """Column order of the best ``depth`` entries per row: higher score first, then lower key."""
+    return np.lexsort((keys, -scores), axis=1)[:, :depth]
+
+
+def exact_topk(
+    state: IndexState, fine_q: np.ndarray, k: int, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (scores, rows) over ``candidates`` rows (default: every live row)."""
+    return state.fine.topk(fine_q, k, candidates=candidates, alive=state.rows.alive_mask())
+
+
+def coarse_topk(
+    state: IndexState, coarse_q: np.ndarray, depth: int, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse stage's top-``depth`` (scores, rows) of transformed queries, best first;
+    rows -1 and scores -inf where missing. A tie at the ``depth``-th place is settled by the
+    lower coarse id (more candidates are fetched until the tie is inside the answer).
+    """
+    allowed = None if candidates is None else state.rows.coarse_ids(candidates)
+    cap = max(state.coarse.ntotal, 1)
+    scores, rows = _fetch(state, coarse_q, min(depth + 1, cap), allowed)
+    if scores.shape[1] > depth:  # fetched one more than asked: is the edge tied?
+        edge = scores[:, depth - 1].copy()
+        tied = np.flatnonzero(np.isfinite(edge) & (scores[:, depth] == edge))
+        fetch = scores.shape[1]
+        while tied.size and fetch < cap:
+            fetch = min(2 * fetch, cap)
+            more_s, more_r = _fetch(state, coarse_q[tied], fetch, allowed)
+            sub = top_by_score(more_s, _keys(state, more_r), depth)
+            scores[tied, :depth] = np.take_along_axis(more_s, sub, axis=1)
+            rows[tied, :depth] = np.take_along_axis(more_r, sub, axis=1)
+            last = more_s[:, -1]
+            tied = tied[np.isfinite(last) & (last == edge[tied])]
+        scores, rows = scores[:, :depth], rows[:, :depth]
+    return scores, rows
+
+
+def _keys(state: IndexState, rows: np.ndarray) -> np.ndarray:
+    """Coarse ids of rows (the tie key); missing rows (-1) sort last."""
+    return np.where(rows >= 0, state.rows.coarse_ids(np.maximum(rows, 0)), _LAST)
+
+
+def _fetch(
+    state: IndexState, coarse_q: np.ndarray, depth: int, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``depth`` coarse results per query ordered by (score, coarse id); rows -1 where missing."""
+    c_scores, c_ids = state.coarse.search(coarse_q, depth, allowed)
+    rows = state.rows.rows_of_coarse(c_ids)
+    c_scores = np.where(rows >= 0, c_scores, -np.inf).astype(np.float32)
+    order = top_by_score(c_scores, _keys(state, rows), c_scores.shape[1])
+    return np.take_along_axis(c_scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def rerank(state: IndexState, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Exact scores of query ``i`` against ``rows[i, j]``; -inf where the row is -1."""
+    scores = state.fine.score(fine_q, np.maximum(rows, 0))
+    scores[rows < 0] = -np.inf
+    return scores
+
+
 def search_state(
     state: IndexState,
     source: np.ndarray,
@@ -74,24 +202,20 @@ def search_state(
     """Top-``k`` ids and scores per query (``fine_q`` is ``None`` only with ``coarse``)."""
     if len(state) == 0:
         return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
-    candidates = None if filter is None else state.docs.matching_rows(filter, state.rows.live())
+    candidates = filter_rows(state, filter)
+    n_match = len(state) if candidates is None else candidates.size
+    path = search_path(mode, n_match, candidates is not None, state.config.exact_filter_threshold, shortlist)
     ids: list[list[str]] = []
     out_scores: list[list[float]] = []
-    for start in range(0, source.shape[0], _QUERY_CHUNK):  # bounded memory per chunk
-        part = slice(start, start + _QUERY_CHUNK)
+    for start in range(0, source.shape[0], QUERY_CHUNK):  # bounded memory per chunk
+        part = slice(start, start + QUERY_CHUNK)
         fine_part = None if fine_q is None else fine_q[part]
-        scores, rows = _search_rows(state, source[part], fine_part, k, shortlist, candidates, mode)
+        scores, rows = _search_rows(state, source[part], fine_part, k, shortlist, candidates, path)
         for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True):
             keep = [(r, s) for r, s in zip(rr, ss, strict=True) if r >= 0 and s > -np.inf]
             ids.append(state.rows.doc_ids(r for r, _ in keep))
             out_scores.append([s for _, s in keep])
     return SearchResult(ids, out_scores)
-
-
-def _exact(
-    state: IndexState, fine_q: np.ndarray, k: int, candidates: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    return state.fine.topk(fine_q, k, candidates=candidates, alive=state.rows.alive_mask())
 
 
 def _search_rows(
@@ -101,51 +225,29 @@ def _search_rows(
     k: int,
     shortlist: int,
     candidates: np.ndarray | None,
-    mode: SearchMode,
+    path: SearchPath,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) of a chunk of queries; rows -1 / scores -inf where missing."""
-    if candidates is not None and candidates.size == 0:
+    if path is SearchPath.NOTHING:
         empty = np.zeros((source.shape[0], 0))
         return empty.astype(np.float32), empty.astype(np.int64)
-    n_match = len(state) if candidates is None else candidates.size
-    if mode is SearchMode.FINE:
+    if path is SearchPath.EXACT:
         assert fine_q is not None
-        return _exact(state, fine_q, k, candidates)
-    threshold = max(state.config.exact_filter_threshold, shortlist)
-    if mode is SearchMode.CASCADE and candidates is not None and n_match <= threshold:
-        assert fine_q is not None
-        return _exact(state, fine_q, k, candidates)
-    allowed = None if candidates is None else state.rows.coarse_ids(candidates)
-    depth = k if mode is SearchMode.COARSE else shortlist
-    c_scores, c_ids = state.coarse.search(state.transform(source), depth, allowed)
-    rows = state.rows.rows_of_coarse(c_ids)
-    valid = rows >= 0
-    if mode is SearchMode.COARSE:
-        c_scores = np.where(valid, c_scores, -np.inf).astype(np.float32)
-        return c_scores[:, :k], rows[:, :k]
+        return exact_topk(state, fine_q, k, candidates)
+    coarse_q = state.transform(source)
+    if path is SearchPath.COARSE:
+        return coarse_topk(state, coarse_q, k, candidates)
     assert fine_q is not None
-    return _rerank(state, fine_q, rows, valid, k, n_match, candidates)
-
-
-def _rerank(
-    state: IndexState,
-    fine_q: np.ndarray,
-    rows: np.ndarray,
-    valid: np.ndarray,
-    k: int,
-    n_match: int,
-    candidates: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of the shortlisted rows, top-k; exact search for queries left short."""
-    scores = state.fine.score(fine_q, np.maximum(rows, 0))
-    scores[~valid] = -np.inf
+    rows = coarse_topk(state, coarse_q, shortlist, candidates)[1]
+    scores = rerank(state, fine_q, rows)
     kk = min(k, scores.shape[1])
-    order = np.lexsort((rows, -scores), axis=1)[:, :kk]  # ties: lower row first
+    order = top_by_score(scores, _keys(state, rows), kk)
     top_s = np.take_along_axis(scores, order, axis=1)
     top_r = np.take_along_axis(rows, order, axis=1)
-    short = valid.sum(axis=1) < min(k, n_match)
+    n_match = len(state) if candidates is None else candidates.size
+    short = (rows >= 0).sum(axis=1) < min(k, n_match)
     if short.any():  # the coarse index missed matches (IVF probes, HNSW filters): be exact
         logger.debug("exact fallback for %d of %d queries", int(short.sum()), len(short))
-        ex_s, ex_r = _exact(state, fine_q[short], kk, candidates)
+        ex_s, ex_r = exact_topk(state, fine_q[short], kk, candidates)
         top_s[short], top_r[short] = ex_s[:, :kk], ex_r[:, :kk]
     return top_s, top_r

@@ -22,7 +22,7 @@ from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
 from esrag.index.fit import fit_coarse
 from esrag.index.results import IndexedDocument
-from esrag.index.rows import RowMap
+from esrag.index.rows import RowMap, checked_coarse_ids
 from esrag.index.transforms import FittedTransform
 from esrag.validation import check_dim
 
@@ -76,22 +76,27 @@ def new_state(config: CascadeConfig, batches: Sequence[DocBatch], *, same_vector
     )
 
 
-def insert(state: IndexState, batch: DocBatch) -> None:
+def insert(state: IndexState, batch: DocBatch, coarse_ids: np.ndarray | None = None) -> None:
     """Upsert one checked batch: replaces documents whose ids are already stored.
 
-    All or nothing: everything that can fail (shapes, the transform, the memory for the
-    fine rows, the FAISS add) runs before the first store that cannot undo it is changed,
-    so a batch that raises leaves the state as it was.
+    All or nothing: everything that can fail (shapes, the transform, the coarse ids, the
+    memory for the fine rows, the FAISS add) runs before the first store that cannot undo it
+    is changed, so a batch that raises leaves the state as it was. ``coarse_ids``: the
+    documents' coarse ids when the caller allocates them (see :meth:`RowMap.add`), else the
+    next ones.
     """
     check_dim("coarse_source", batch.source, state.source_dim)
     check_dim("fine", batch.fine, state.fine_dim)
     coarse_vectors = state.transform(batch.source)
     state.fine.reserve(len(batch))
     first = state.rows.next_coarse_id
-    new_coarse = np.arange(first, first + len(batch), dtype=np.int64)
+    if coarse_ids is None:
+        new_coarse = np.arange(first, first + len(batch), dtype=np.int64)
+    else:
+        new_coarse = checked_coarse_ids(coarse_ids, len(batch), first)
     state.coarse.add(coarse_vectors, new_coarse)  # the first change; under these unused ids
     remove(state, batch.ids)
-    rows, coarse_ids = state.rows.add(batch.ids)
+    rows, coarse_ids = state.rows.add(batch.ids, new_coarse)
     fine_rows = state.fine.append(batch.fine)
     doc_rows = [
         state.docs.append(text, meta) for text, meta in zip(batch.texts, batch.metadatas, strict=True)
