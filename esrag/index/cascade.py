@@ -5,23 +5,20 @@ width) through a fitted :class:`~esrag.index.transforms.FittedTransform` — ins
 index, (b) its fine vector (Ld, dd) in a contiguous array, and (c) its text and metadata.
 A search encodes each query once (both views, from one encoder pass), takes a ``shortlist``
 from the coarse index (pre-filtered by metadata through an ``IDSelector``), gathers those
-fine vectors and ranks them exactly. With ``mode="coarse"`` only the coarse source view is
-encoded, so an elastic encoder's pass stops at the coarse layer.
+fine vectors and ranks them exactly. With ``mode="coarse"`` the pass stops at the coarse
+layer; with a shallow ``CascadeConfig.query_layer`` it stops there in every mode and the
+query map brings the shallow vector to the deep documents (:mod:`.query`, :mod:`.query_pass`).
 
-This class is a thin facade: it owns the lock, the embedder adapter and the current
+A thin facade: the lock, the embedder adapter and the current
 :class:`~esrag.index.state.IndexState` (``None`` until the first documents fit the coarse
-stage), and delegates searching (:mod:`.search`), rebuilding (:mod:`.rebuild`) and
-persistence (:mod:`.format`) to functions of that state.
-
-Thread safety: searches take a read lock, writes (add/delete/clear/reconfigure) a write
-lock, so a search never sees a half-applied batch; each add batch becomes visible
-atomically. The model pass of an add runs outside the lock; whether a batch is inserted or
-kept to fit the coarse stage is decided under it, so a concurrent ``clear()`` is safe.
+stage); searching (:mod:`.search`), rebuilding (:mod:`.rebuild`) and persistence
+(:mod:`.format`) are functions of that state. Searches take a read lock, writes a write
+lock, so a search never sees a half-applied batch. The model pass of an add runs outside the
+lock; whether a batch is inserted or kept to fit the coarse stage is decided under it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from esrag.index import query_pass
 from esrag.index import state as st
 from esrag.index._lock import RWLock
 from esrag.index.batch import (
@@ -40,12 +38,13 @@ from esrag.index.batch import (
     encoded_parts,
     vector_parts,
 )
-from esrag.index.config import CascadeConfig, SearchMode, Transform
+from esrag.index.config import CascadeConfig, QueryMapKind, SearchMode, Transform
 from esrag.index.docstore import validate_filter
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.format import Manifest, load_state, save_state
 from esrag.index.identity import ModelCheck, identity_fields
-from esrag.index.rebuild import LIGHT_SETTINGS, rebuild, retune
+from esrag.index.query import QueryMap
+from esrag.index.rebuild import initial_state, reconfigured
 from esrag.index.results import IndexedDocument, SearchResult
 from esrag.index.search import check_queries, check_search_args, search_state
 from esrag.index.transforms import FittedTransform
@@ -108,12 +107,17 @@ class CascadeIndex:
         metadatas: Sequence[dict[str, Any]] | None = None,
         config: CascadeConfig | None = None,
         embedder: Any | None = None,
+        query_source: np.ndarray | None = None,
     ) -> CascadeIndex:
-        """Build from precomputed (n, source_dim) coarse source and (n, dd) fine vectors."""
+        """Build from precomputed (n, source_dim) coarse source and (n, dd) fine vectors
+        (``query_source``: see :meth:`add_embeddings`).
+        """
         if len(coarse_source) == 0:
             raise ValueError("cannot build an index from an empty corpus (0 vectors)")
         index = cls(embedder, config)
-        index.add_embeddings(coarse_source, fine, ids=ids, texts=texts, metadatas=metadatas)
+        index.add_embeddings(
+            coarse_source, fine, ids=ids, texts=texts, metadatas=metadatas, query_source=query_source
+        )
         return index
 
     # ------------------------------------------------------------- properties
@@ -126,6 +130,11 @@ class CascadeIndex:
     def embedder(self) -> Any | None:
         """The embedder given at construction or load (``None`` for a vectors-only index)."""
         return self._adapter.original if self._adapter else None
+
+    @property
+    def query_map(self) -> QueryMap | None:
+        """How shallow queries reach the documents' spaces (``None``: full depth, or not fitted yet)."""
+        return self._state.query_map if self._state is not None else None
 
     @property
     def transform(self) -> FittedTransform | None:
@@ -201,7 +210,9 @@ class CascadeIndex:
         check_batch_size(batch_size)
         if not texts:
             return []
-        encode = functools.partial(self._require_adapter().encode_documents, batch_size=batch_size)
+        # documents also at the query layer while a query map is to be fitted (a hint read without
+        # the lock: _insert_pending encodes what a concurrent clear() left missing)
+        encode = query_pass.document_encoder(self._require_adapter(), self.config, self._unfitted, batch_size)
         self._ingest(encoded_parts(encode, doc_ids, texts, metas, batch_size, show_progress_bar))
         return doc_ids
 
@@ -213,8 +224,14 @@ class CascadeIndex:
         ids: Sequence[str | None] | None = None,
         texts: Sequence[str] | None = None,
         metadatas: Sequence[dict[str, Any] | None] | None = None,
+        query_source: np.ndarray | None = None,
     ) -> list[str]:
-        """Upsert documents from precomputed vectors (L2-normalised here)."""
+        """Upsert documents from precomputed vectors (L2-normalised here).
+
+        ``query_source``: the documents' (query layer, full width) vectors, which fit the ridge
+        query map of a shallow-query index (``CascadeConfig.query_layer``); used only while the
+        index is being fitted.
+        """
         source = check_vectors("coarse_source", coarse_source, self.source_dim)
         n = source.shape[0]
         fine_arr = check_vectors("fine", fine, self.fine_dim, n)
@@ -223,8 +240,11 @@ class CascadeIndex:
             raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
         doc_ids = check_ids(ids, n)
         metas = check_metadatas(metadatas, n)
-        self._ingest(vector_parts(doc_ids, texts_list, metas, source, fine_arr))
+        self._ingest(vector_parts(doc_ids, texts_list, metas, source, fine_arr, query_source))
         return doc_ids
+
+    def _unfitted(self) -> bool:
+        return self._state is None
 
     def _ingest(self, parts: Iterable[RawPart]) -> None:
         """Insert batches as they come (the model pass runs outside the lock).
@@ -251,9 +271,7 @@ class CascadeIndex:
         if self._state is None:
             check_dim("coarse_source", pending[0].source, self.source_dim)
             check_dim("fine", pending[0].fine, self.fine_dim)
-            state = st.new_state(
-                self._config, pending, same_vectors=bool(self._adapter and self._adapter.same_vectors)
-            )
+            state = initial_state(self._config, self._adapter, pending)
             if self._adapter is not None:
                 self._adapter.learn_dims(state.source_dim, state.fine_dim)
             self._state = state
@@ -286,13 +304,28 @@ class CascadeIndex:
             return st.fine_vectors_of(self._state, ids)
 
     # ----------------------------------------------------------------- search
-    def encode_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(coarse source, fine) query vectors from one encoder pass."""
-        return self._require_adapter().encode_queries(check_texts(queries))
+    def encode_queries(
+        self, queries: Sequence[str], *, full_depth: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(coarse source, fine) query vectors from one pass (``full_depth``: the documents' view)."""
+        return self._encode(queries, SearchMode.CASCADE, full_depth)  # type: ignore[return-value]
 
     def encode_query_sources(self, queries: Sequence[str]) -> np.ndarray:
-        """Coarse source query vectors only (the encoder pass stops at the coarse layer)."""
-        return self._require_adapter().encode_query_sources(check_texts(queries))
+        """Coarse source query vectors only (the pass stops at the coarse or the query layer)."""
+        return self._encode(queries, SearchMode.COARSE, False)[0]
+
+    def _encode(self, queries: Sequence[str], mode: SearchMode, full: bool) -> tuple[np.ndarray, Any]:
+        texts, adapter, state = check_texts(queries), self._require_adapter(), self._state
+        config, qmap = (state.config, state.query_map) if state is not None else (self._config, None)
+        return query_pass.encode_queries(adapter, config, qmap, texts, mode, full_depth=full)
+
+    def query_depth(
+        self, mode: SearchMode | str = SearchMode.CASCADE, *, full_depth: bool = False
+    ) -> int | None:
+        """The deepest layer a query's encoder pass runs in ``mode`` (``None`` for plain embeddings)."""
+        return query_pass.pass_depth(
+            self._adapter, self.config, self.query_map, SearchMode(mode), full_depth=full_depth
+        )
 
     def search(
         self,
@@ -305,7 +338,8 @@ class CascadeIndex:
         """Search with text queries (a str counts as one query).
 
         ``mode="coarse"`` encodes only the coarse source view (the pass stops at the coarse
-        layer); the other modes encode both views in one pass.
+        layer); the other modes encode both views in one pass, which for a shallow-query index
+        (``CascadeConfig.query_layer``) stops at the query layer in every mode.
         """
         queries = [queries] if isinstance(queries, str) else check_texts(queries)
         _, _, mode = check_search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
@@ -313,10 +347,9 @@ class CascadeIndex:
             validate_filter(filter)
         if not queries:
             return SearchResult([], [])
-        if mode is SearchMode.COARSE:
-            source = self.encode_query_sources(queries)
-            return self.search_embeddings(source, None, k, shortlist, filter, mode)
-        source, fine = self.encode_queries(queries)
+        if self._state is None and self._adapter is not None:  # nothing to find (and no query map yet)
+            return SearchResult([[] for _ in queries], [[] for _ in queries])
+        source, fine = self._encode(queries, mode, False)
         return self.search_embeddings(source, fine, k, shortlist, filter, mode)
 
     def search_embeddings(
@@ -356,39 +389,33 @@ class CascadeIndex:
         shortlist: int | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        query_layer: int | None = None,
+        query_map: QueryMapKind | str | None = None,
         coarse_source: np.ndarray | None = None,
+        query_source: np.ndarray | None = None,
         batch_size: int = 64,
         show_progress_bar: bool | None = None,
     ) -> None:
-        """Rebuild the coarse stage with new settings (the fine stage is kept).
+        """Rebuild the coarse stage with new settings (the fine stage is kept); searches wait.
 
         Source vectors come from ``coarse_source`` (rows in :meth:`ids` order), else from the
         stored fine vectors when they are the same view, else by re-encoding the stored texts.
-        Changing only ``shortlist``/``nprobe``/``ef_search`` rebuilds nothing. Searches wait
-        while the coarse stage is rebuilt.
+        Only ``shortlist``/``nprobe``/``ef_search`` rebuild nothing; only ``query_layer``/
+        ``query_map`` refit the query map alone (from ``query_source``, the documents'
+        query-layer vectors in :meth:`ids` order, else re-encoding the fitting documents).
         """
-        changes = {
-            name: value
-            for name, value in (
-                ("coarse_layer", coarse_layer),
-                ("coarse_dim", coarse_dim),
-                ("transform", transform),
-                ("index_type", index_type),
-                ("shortlist", shortlist),
-                ("nprobe", nprobe),
-                ("ef_search", ef_search),
-            )
-            if value is not None
-        }
+        given = {"coarse_layer": coarse_layer, "coarse_dim": coarse_dim, "transform": transform}
+        given.update(index_type=index_type, shortlist=shortlist, nprobe=nprobe, ef_search=ef_search)
+        given.update(query_layer=query_layer, query_map=query_map)
+        changes = {name: value for name, value in given.items() if value is not None}
         new_cfg = self.config.replace(**changes)
         with self._lock.write():
             adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
-            if self._state is None or (set(changes) <= LIGHT_SETTINGS and coarse_source is None):
-                self._config, self._adapter = new_cfg, adapter
-                if self._state is not None:
-                    self._state = retune(self._state, new_cfg)
-                return
-            self._state = rebuild(self._state, new_cfg, adapter, coarse_source, batch_size, show_progress_bar)
+            if self._state is not None:
+                sources = (coarse_source, query_source)
+                self._state = reconfigured(
+                    self._state, new_cfg, set(changes), adapter, sources, batch_size, show_progress_bar
+                )
             self._config, self._adapter = new_cfg, adapter
 
     # ------------------------------------------------------------ persistence
@@ -412,6 +439,7 @@ class CascadeIndex:
         """Load an index folder; refuses corrupted files and a different model."""
         check = ModelCheck(Path(folder), embedder)
         state, manifest = load_state(folder, verify=verify, mmap=mmap, check=check)
+        query_pass.check_loaded_map(check.adapter, state.config, state.query_map, str(folder))
         index = cls(None, state.config)
         index._adapter = check.adapter
         index._state = state

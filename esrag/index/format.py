@@ -10,6 +10,8 @@ Layout of ``<folder>/``::
     tombstones.npy      int64 ids still inside the coarse index but deleted
     docs.jsonl          one {"id", "text", "metadata"} per row
     transform.json (+ transform_matrix.npy, transform_bias.npy unless the transform is prefix)
+    query_map.json      only for shallow queries (+ query_map_fine.npy, query_map_source.npy of a
+                        ridge map: (input_dim + 1, out) float32, the bias as the last row)
 
 Saves go through :func:`esrag._io.atomic_folder` (temp folder, fsync, rename): a crash at
 any point leaves the previous index in place. Loads check the format version, that every
@@ -36,9 +38,10 @@ import numpy as np
 from esrag._io import atomic_folder, recover_folder, sha256_file
 from esrag.errors import IndexFormatError
 from esrag.index.coarse import CoarseIndex
-from esrag.index.config import CascadeConfig
+from esrag.index.config import CascadeConfig, QueryMapKind
 from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
+from esrag.index.query import QueryMap
 from esrag.index.rows import RowMap
 from esrag.index.state import IndexState
 from esrag.index.transforms import FittedTransform
@@ -69,11 +72,15 @@ DOCS_FILE = "docs.jsonl"
 TRANSFORM_FILE = "transform.json"
 MATRIX_FILE = "transform_matrix.npy"
 BIAS_FILE = "transform_bias.npy"
+QUERY_MAP_FILE = "query_map.json"
+QUERY_ARRAY_FILES = {"source": "query_map_source.npy", "fine": "query_map_fine.npy"}
 REQUIRED_FILES = (COARSE_FILE, DOCS_FILE, FINE_FILE, IDS_FILE, TOMBSTONES_FILE, TRANSFORM_FILE)
 """Files every index folder holds (and its manifest must list with their checksums)."""
 TRANSFORM_ARRAY_FILES = (BIAS_FILE, MATRIX_FILE)
 """Also required when the transform is not ``prefix``."""
 EMBEDDER_KINDS = ("elastic", "embeddings", "none")
+_OPTIONAL_FIELDS = ("esrag_version", "created_at", "query_view", "query_map")
+"""Manifest fields an index written before them lacks (``query_*``: full-depth queries)."""
 _COUNT_FIELDS = ("source_dim", "fine_dim", "coarse_dim", "count", "next_id", "tombstones")
 
 
@@ -115,11 +122,15 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)
     esrag_version: str = field(default_factory=_esrag_version)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    query_view: tuple[int, int] | None = None
+    """The queries' view (layer, dim) the index was built for (``None``: not recorded)."""
+    query_map: str | None = None
+    """``"none"``/``"ridge"`` for a shallow-query index (``query_map.json``), else ``None``."""
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON object."""
         out = dataclasses.asdict(self)
-        for name in ("coarse_source_view", "fine_view"):
+        for name in ("coarse_source_view", "fine_view", "query_view"):
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
@@ -138,7 +149,7 @@ class Manifest:
                 f"({FORMAT_VERSION}); upgrade esrag to load it"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in data and n not in ("esrag_version", "created_at"))
+        missing = sorted(n for n in names if n not in data and n not in _OPTIONAL_FIELDS)
         if missing:
             raise IndexFormatError(f"{path}: manifest lacks field(s) {missing}")
         problem = _field_problem(data)
@@ -146,7 +157,9 @@ class Manifest:
             raise IndexFormatError(f"{path}: malformed manifest ({problem})")
         values = {k: v for k, v in data.items() if k in names}
         values["files"] = {name: FileEntry(e["sha256"], e["bytes"]) for name, e in data["files"].items()}
-        for name in ("coarse_source_view", "fine_view"):
+        for name in ("coarse_source_view", "fine_view", "query_view"):
+            if name not in values:
+                continue
             if values[name] is not None:
                 values[name] = (values[name][0], values[name][1])
         return cls(**values)
@@ -182,8 +195,10 @@ def _field_problem(data: dict[str, Any]) -> str | None:
             return f"field {name!r} must be a str or null, got {data[name]!r}"
     if data["embedder_kind"] not in EMBEDDER_KINDS:
         return f"field 'embedder_kind' must be one of {list(EMBEDDER_KINDS)}, got {data['embedder_kind']!r}"
-    for name in ("coarse_source_view", "fine_view"):
-        view = data[name]
+    if data.get("query_map") not in (None, *(kind.value for kind in QueryMapKind)):
+        return f"field 'query_map' must be 'none', 'ridge' or null, got {data['query_map']!r}"
+    for name in ("coarse_source_view", "fine_view", "query_view"):
+        view = data.get(name)
         if view is not None and not (isinstance(view, list) and len(view) == 2 and all(map(_is_count, view))):
             return f"field {name!r} must be [layer, dim] or null, got {view!r}"
     if not isinstance(data["config"], dict):
@@ -215,6 +230,8 @@ def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Man
     required = set(REQUIRED_FILES)
     if manifest.transform != "prefix":
         required |= set(TRANSFORM_ARRAY_FILES)
+    if manifest.query_map is not None:
+        required.add(QUERY_MAP_FILE)
     unlisted = sorted(required - set(manifest.files))
     if unlisted:
         raise IndexFormatError(
@@ -258,6 +275,7 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
         count=int(rows.size),
         next_id=int(state.rows.next_coarse_id),
         tombstones=len(state.coarse.tombstones),
+        query_map=state.query_map.kind.value if state.query_map is not None else None,
     )
     with atomic_folder(folder) as tmp:
         _write_parts(state, rows, tmp)
@@ -285,6 +303,10 @@ def _write_parts(state: IndexState, rows: np.ndarray, tmp: Path) -> None:
     if arrays is not None:
         np.save(tmp / MATRIX_FILE, arrays[0], allow_pickle=False)
         np.save(tmp / BIAS_FILE, arrays[1], allow_pickle=False)
+    if state.query_map is not None:
+        (tmp / QUERY_MAP_FILE).write_text(json.dumps(state.query_map.describe(), indent=2) + "\n")
+        for name, packed in state.query_map.arrays():
+            np.save(tmp / QUERY_ARRAY_FILES[name], packed, allow_pickle=False)
 
 
 # ---------------------------------------------------------------------- load
@@ -320,6 +342,23 @@ def _load_transform(folder: Path, manifest: Manifest) -> FittedTransform:
     matrix = _load_array(folder / MATRIX_FILE, (transform.source_dim, transform.dim), "array")
     bias = _load_array(folder / BIAS_FILE, (transform.dim,), "array")
     return FittedTransform.from_description(meta, (matrix, bias))
+
+
+def _load_query_map(folder: Path, manifest: Manifest) -> QueryMap | None:
+    """The shallow-query map (``None`` for full-depth queries); its arrays must be listed files."""
+    if manifest.query_map is None:
+        return None
+    path = folder / QUERY_MAP_FILE
+    try:
+        meta = QueryMap.checked_description(json.loads(path.read_text()), manifest.query_map)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{path}: unreadable query map description ({exc})") from None
+    arrays = {}
+    for name, shape in QueryMap.array_shapes(meta, manifest.source_dim, manifest.fine_dim).items():
+        if QUERY_ARRAY_FILES[name] not in manifest.files:
+            raise IndexFormatError(f"{path}: {QUERY_ARRAY_FILES[name]} is not listed in the manifest")
+        arrays[name] = _load_array(folder / QUERY_ARRAY_FILES[name], shape, "query map")
+    return QueryMap.from_description(meta, arrays)
 
 
 def _config(folder: Path, manifest: Manifest) -> CascadeConfig:
@@ -366,8 +405,9 @@ def load_state(
     except ValueError as exc:
         raise IndexFormatError(f"{folder / IDS_FILE}: {exc}") from None
     coarse = _load_coarse(folder, manifest, config, tombstones)
+    query_map = _load_query_map(folder, manifest)
     logger.info("loaded index with %d documents from %s", manifest.count, folder)
-    return IndexState(config, transform, coarse, fine, docs, rows), manifest
+    return IndexState(config, transform, coarse, fine, docs, rows, query_map), manifest
 
 
 def _load_ids(path: Path, count: int) -> np.ndarray:

@@ -34,6 +34,7 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
             "embedder_kind": "none",
             "coarse_source_view": None,
             "fine_view": None,
+            "query_view": None,
         }
     return {
         "model_name": adapter.name,
@@ -41,6 +42,7 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
         "embedder_kind": adapter.kind,
         "coarse_source_view": _view(adapter.source_view),
         "fine_view": _view(adapter.fine_view),
+        "query_view": _view(adapter.query_view),
     }
 
 
@@ -67,6 +69,13 @@ def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -
     ):
         if recorded is not None and actual is not None and tuple(recorded) != actual:
             raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")
+    recorded, actual = manifest.query_view, _view(adapter.query_view)
+    if manifest.query_map is not None and actual is not None and tuple(recorded or ()) != actual:
+        raise ModelMismatchError(
+            f"{where}: the index answers queries encoded with view {recorded} (query layer "
+            f"{recorded[0] if recorded else '?'}), the encoder gives {actual}; load it with that query view "
+            "(or a bare encoder), or rebuild the index"
+        )
 
 
 class ModelCheck:
@@ -84,7 +93,10 @@ class ModelCheck:
         """Check the embedder against ``manifest`` (nothing to check without one)."""
         if self.embedder is None:
             return
-        adapter = EmbedderAdapter(self.embedder, config)
+        try:
+            adapter = EmbedderAdapter(self.embedder, config)
+        except ModelMismatchError as exc:
+            raise ModelMismatchError(f"{self.folder / MANIFEST_FILE}: {exc}") from None
         check_identity(self.folder, manifest, adapter)
         adapter.learn_dims(manifest.source_dim, manifest.fine_dim)
         self.adapter = adapter
