@@ -113,13 +113,13 @@ def encode_queries(
     """(coarse source, fine or ``None`` in coarse mode) query vectors from one encoder pass.
 
     A shallow-query index's pass stops at the query layer and the vectors go through its map;
-    ``full_depth`` encodes the documents' own fine view instead (the full-depth reference).
+    ``full_depth`` encodes the documents' own views instead (the full-depth reference).
     """
-    shallow = _shallow_map(adapter, config, query_map) if adapter.elastic else None
-    if shallow is None or full_depth:
+    shallow = None if full_depth or not adapter.elastic else _shallow_map(adapter, config, query_map)
+    if shallow is None:
         if mode is SearchMode.COARSE:
             return adapter.encode_query_sources(texts), None
-        if shallow is not None:  # the full-depth reference: the documents' own fine view
+        if full_depth and adapter.elastic:
             source, fine = adapter.encode_documents(texts)[:2]
             return source, fine
         return adapter.encode_queries(texts)
@@ -138,19 +138,20 @@ def pass_depth(
     *,
     full_depth: bool = False,
 ) -> int | None:
-    """The deepest layer a query's encoder pass runs in ``mode`` (``None`` for plain embeddings)."""
+    """The deepest layer a query's encoder pass runs in ``mode`` (``None`` for plain embeddings);
+    ``full_depth``: with the documents' views, i.e. also the depth of a document's pass.
+    """
     if adapter is None or not adapter.elastic:
         return None
     source_view, query_view = adapter.source_view, adapter.query_view
     assert source_view is not None and query_view is not None and adapter.fine_view is not None
-    setup = query_setup(config, adapter)
-    if setup is not None and not full_depth:
+    setup = None if full_depth else query_setup(config, adapter)
+    if setup is not None:
         shallow = query_map or QueryMap(setup.kind, setup.layer, setup.exact_source, query_view.dim)
         return max(v.layer for v in shallow.views(source_view, query_view, adapter.hidden, mode))
     if mode is SearchMode.COARSE:
         return source_view.layer
-    fine_layer = adapter.fine_view.layer if setup is not None else query_view.layer
-    return max(source_view.layer, fine_layer)
+    return max(source_view.layer, (adapter.fine_view if full_depth else query_view).layer)
 
 
 def check_loaded_map(
