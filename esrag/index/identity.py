@@ -69,13 +69,18 @@ def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -
     ):
         if recorded is not None and actual is not None and tuple(recorded) != actual:
             raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")
-    recorded, actual = manifest.query_view, _view(adapter.query_view)
-    if manifest.query_map is not None and actual is not None and tuple(recorded or ()) != actual:
-        raise ModelMismatchError(
-            f"{where}: the index answers queries encoded with view {recorded} (query layer "
-            f"{recorded[0] if recorded else '?'}), the encoder gives {actual}; load it with that query view "
-            "(or a bare encoder), or rebuild the index"
-        )
+    _check_query_view(where, manifest, _view(adapter.query_view))
+
+
+def _check_query_view(where: Path, manifest: Manifest, actual: tuple[int, int] | None) -> None:
+    """A shallow-query index answers only queries of the view it was built for."""
+    recorded = manifest.query_view
+    if manifest.query_map is None or recorded is None or actual is None or tuple(recorded) == actual:
+        return
+    raise ModelMismatchError(
+        f"{where}: the index answers queries encoded with view {recorded[0]}:{recorded[1]}, the encoder "
+        f"gives {actual[0]}:{actual[1]}; load it with that query view (or a bare encoder), or rebuild it"
+    )
 
 
 class ModelCheck:
