@@ -161,7 +161,7 @@ def e2e_configs(n: int, shortlist: int, args: argparse.Namespace) -> list[dict[s
     """Flat full depth, the best full-depth cascade, and shallow-query variants of it."""
     nlist = _nlist(n)
     sq8 = f"IVF{nlist},SQ8"
-    out = [{"name": "encoder alone", "kind": "encoder"}, {"name": "flat IndexFlatIP L6/384", "kind": "flat"}]
+    out = [{"name": "flat IndexFlatIP L6/384", "kind": "flat"}]
     out.append(_cascade(6, 128, sq8, 3 * shortlist, 64, nlist))
     for k in query_layers(args):
         for kind in args.maps.split(","):
@@ -235,8 +235,6 @@ def child_build(cfg: dict[str, Any], work: Path, folder: Path, threads: int) -> 
     fine = np.load(work / "docs_L6.npy", mmap_mode="r")
     n = fine.shape[0]
     start = time.perf_counter()
-    if cfg["kind"] == "encoder":
-        return {"build_s": 0.0, "total_build_and_save_s": 0.0}
     if cfg["kind"] == "flat":
         index = faiss.IndexFlatIP(384)
         for s in range(0, n, 100_000):
@@ -279,22 +277,41 @@ def _encoder(args: argparse.Namespace) -> Any:
     return EspressoEncoder(args.model, device="cpu")
 
 
-def child_encoder(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The encoder alone: each layer's pass, one query at a time, layers interleaved."""
+def child_together(items: list[dict[str, Any]], work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Text in -> ids out for every configuration in ONE process, interleaved query by query (a
+    fresh random order each query), so that load on a shared machine hits all of them alike; the
+    encoder alone at every layer is timed in the same loop.
+    """
+    import faiss
+
     encoder = _encoder(args)
+    faiss.omp_set_num_threads(1)
     texts = json.loads((work / "query_texts.json").read_text())[: args.single]
-    layers = sorted({1, 2, 3, encoder.num_layers, *query_layers(args)})
-    for layer in layers:
-        encoder.encode(texts[:1], [(layer, 384)], batch_size=1)
-    times: dict[int, list[float]] = {layer: [] for layer in layers}
+    runners: dict[str, Any] = {}
+    for layer in sorted({1, 2, 3, encoder.num_layers, *query_layers(args)}):
+        runners[f"encoder L{layer}"] = lambda t, la=layer: encoder.encode([t], [(la, 384)], batch_size=1)
+    depths = {}
+    for item in items:
+        index, _search, search_text, _ids = _open(item["cfg"], work, Path(item["folder"]), encoder, args.k)
+        runners[item["cfg"]["name"]] = search_text
+        depths[item["cfg"]["name"]] = 6 if item["cfg"]["kind"] == "flat" else index.query_depth()
+    for run in runners.values():
+        for text in texts[:3]:
+            run(text)  # warm-up
+    rng = np.random.default_rng(args.seed)
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for text in texts:
-        for layer in layers:
+        for name in rng.permutation(list(runners)):
             t0 = time.perf_counter()
-            encoder.encode([text], [(layer, 384)], batch_size=1)
-            times[layer].append(time.perf_counter() - t0)
+            runners[name](text)
+            times[name].append(time.perf_counter() - t0)
     return {
-        "encoder_ms_p50": {str(la): 1000 * float(np.median(v)) for la, v in times.items()},
-        "encoder_ms_p95": {str(la): 1000 * float(np.percentile(v, 95)) for la, v in times.items()},
+        name: {
+            "e2e_ms_p50": 1000 * float(np.median(v)),
+            "e2e_ms_p95": 1000 * float(np.percentile(v, 95)),
+            "query_depth": depths.get(name),
+        }
+        for name, v in times.items()
     }
 
 
@@ -308,21 +325,6 @@ def _query_vectors(index: Any, cfg: dict[str, Any], work: Path) -> tuple[np.ndar
     return qmap.map_vectors(
         np.load(work / f"queries_L{qmap.layer}.npy"), q_source if qmap.exact_source else None
     )
-
-
-def _end_to_end(search_text: Any, texts: list[str], n: int) -> dict[str, float]:
-    """Text in → ids out, one query at a time."""
-    for text in texts[:3]:
-        search_text(text)  # warm-up
-    times = []
-    for text in texts[:n]:
-        t0 = time.perf_counter()
-        search_text(text)
-        times.append(time.perf_counter() - t0)
-    return {
-        "e2e_ms_p50": 1000 * float(np.median(times)),
-        "e2e_ms_p95": 1000 * float(np.percentile(times, 95)),
-    }
 
 
 def _open(cfg: dict[str, Any], work: Path, folder: Path, encoder: Any, k: int) -> tuple[Any, Any, Any, Any]:
@@ -366,15 +368,11 @@ def child_search(cfg: dict[str, Any], work: Path, folder: Path, args: argparse.N
 
     from esrag.index import CascadeIndex  # noqa: F401 (imported before measuring memory)
 
-    if cfg["kind"] == "encoder":
-        return child_encoder(work, args)
-    encoder = _encoder(args) if args.end_to_end else None  # loaded before measuring memory
-    texts = json.loads((work / "query_texts.json").read_text())
     n_queries = len(np.load(work / "queries_L6.npy", mmap_mode="r"))
     k = args.k
     gc.collect()
     rss0 = rss_bytes()
-    index, search, search_text, to_ids = _open(cfg, work, folder, encoder, k)
+    _index, search, _search_text, to_ids = _open(cfg, work, folder, None, k)
     rss_loaded = rss_bytes()
     faiss.omp_set_num_threads(1)  # single queries: one thread (no OpenMP fork/join per query)
     for _ in range(3):
@@ -384,9 +382,7 @@ def child_search(cfg: dict[str, Any], work: Path, folder: Path, args: argparse.N
         t0 = time.perf_counter()
         search(slice(i, i + 1))
         single.append(time.perf_counter() - t0)
-    out: dict[str, Any] = _end_to_end(search_text, texts, args.single) if encoder is not None else {}
-    if encoder is not None and cfg["kind"] == "cascade":
-        out["query_depth"] = index.query_depth()
+    out: dict[str, Any] = {}
     faiss.omp_set_num_threads(args.threads)
     t0 = time.perf_counter()
     rows = to_ids(search(slice(0, n_queries)))
@@ -416,7 +412,9 @@ def child_search(cfg: dict[str, Any], work: Path, folder: Path, args: argparse.N
 def _child(args: argparse.Namespace) -> None:
     cfg = json.loads(args.child_config)
     work, folder = Path(args.work), Path(args.folder)
-    if args.child == "build":
+    if args.child == "together":
+        result = child_together(cfg, work, args)
+    elif args.child == "build":
         result = child_build(cfg, work, folder, args.threads)
     else:
         result = child_search(cfg, work, folder, args)
@@ -458,7 +456,8 @@ def _run_child(
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    raise RuntimeError(f"{stage} of {cfg['name']} failed:\n{proc.stderr[-3000:]}")
+    name = cfg["name"] if isinstance(cfg, dict) else stage
+    raise RuntimeError(f"{stage} of {name} failed:\n{proc.stderr[-3000:]}")
 
 
 def environment() -> dict[str, Any]:
@@ -503,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-layers", default="1,2,3", help="shallow query layers (--end-to-end)")
     parser.add_argument("--maps", default="ridge", help="query maps of the shallow queries: ridge,none")
     parser.add_argument("--torch-threads", type=int, default=2, help="encoder threads (--end-to-end)")
-    parser.add_argument("--child", choices=["build", "search"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["build", "search", "together"], help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -526,13 +525,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.only:
             keep = args.only.split(",")
             todo = [c for c in todo if c["kind"] in ("flat", "encoder") or any(s in c["name"] for s in keep)]
+        kept = []
         for cfg in todo:
             folder = Path(tempfile.mkdtemp(dir=work))
             build = _run_child("build", cfg, args, work, folder)
             search = _run_child("search", cfg, args, work, folder)
             results.append({"name": cfg["name"], **build, **search})
             logger.info("%s: %s", cfg["name"], json.dumps(results[-1]))
-            subprocess.run(["rm", "-rf", str(folder)], check=False)
+            if args.end_to_end:
+                kept.append({"cfg": cfg, "folder": str(folder)})
+            else:
+                subprocess.run(["rm", "-rf", str(folder)], check=False)
+        if args.end_to_end:
+            together = _run_child("together", kept, args, work, work)  # type: ignore[arg-type]
+            logger.info("end to end: %s", json.dumps(together))
+            for r in results:
+                r.update(together.get(r["name"], {}))
+            encoder = {k: v for k, v in together.items() if k.startswith("encoder")}
+            results.append({"name": "encoder alone", "encoder": encoder})
     env = {
         **environment(),
         "threads_build_and_batched": args.threads,
@@ -554,19 +564,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def e2e_report(results: list[dict[str, Any]], args: argparse.Namespace, info: dict[str, Any]) -> str:
     """Text in -> ids out: p50/p95 and ratios against flat and the full-depth cascade, and the targets."""
-    encoder = next(r for r in results if r["name"] == "encoder alone")
+    encoder = next(r for r in results if r["name"] == "encoder alone")["encoder"]
+    by_layer = {int(name.split("L")[1]): v for name, v in encoder.items()}
     flat = next(r for r in results if r["name"].startswith("flat"))
     runs = [r for r in results if "e2e_ms_p50" in r]
     full = next(r for r in runs if r["name"].startswith("cascade") and "queries to layer" not in r["name"])
-    enc_full = encoder["encoder_ms_p50"][str(max(map(int, encoder["encoder_ms_p50"])))]
+    enc_full = by_layer[max(by_layer)]["e2e_ms_p50"]
     ceiling = flat["e2e_ms_p50"] / enc_full
     lines = [
         f"{args.docs:,} docs ({info['base_docs']:,} real SciFact + synthetic, noise {args.noise}), "
         f"{info['queries']} real SciFact query texts, k={args.k}; text in -> ids out, one query at a "
         f"time ({args.single} timed), encoder on {args.torch_threads} torch threads, FAISS on 1",
-        "encoder alone, p50 ms by layer: "
+        "encoder alone, p50 (p95) ms by layer: "
         + ", ".join(
-            f"L{la} {ms:.2f}" for la, ms in sorted(encoder["encoder_ms_p50"].items(), key=lambda x: int(x[0]))
+            f"L{la} {v['e2e_ms_p50']:.2f} ({v['e2e_ms_p95']:.2f})" for la, v in sorted(by_layer.items())
         ),
         "",
         "| config | query pass to layer | recall@10 vs flat | e2e p50 ms | e2e p95 ms | speed-up vs flat "

@@ -257,3 +257,34 @@ def test_plot_has_end_to_end_axes(layered, tmp_path: Path) -> None:
     for low, high in ((1e3, 1e12), (0.4, 30.0), (3e8, 6e8)):
         ticks = _nice_ticks(low, high)
         assert 1 <= len(ticks) <= 7 and ticks == sorted(ticks) and all(low <= t <= high for t in ticks)
+
+
+# ------------------------------------------------------------------------ tune
+def test_tune_applies_a_shallow_query_recommendation(tiny_encoder: Any) -> None:
+    from dataclasses import replace
+
+    from esrag.evaluation.tune import apply_recommendation, sweep_index
+    from esrag.index import CascadeIndex
+
+    words = "cat dog bird fish tree car house river city music paper cell gene protein".split()
+    texts = [f"the {a} sees the {b} near the {c}" for a in words for b in words[:5] for c in words[6:9]][:150]
+    index = CascadeIndex.build(tiny_encoder, texts, config=CascadeConfig(coarse_layer=3, coarse_dim=8))
+    grid = SweepGrid((3,), (8,), ("prefix",), (20,), query_layers=(1,))
+    result, doc_layers = sweep_index(
+        index, tiny_encoder, grid=grid, target=0.0, sample_queries=10, timing_queries=2, timing_docs=2
+    )
+    assert {p.query_layer for p in result.points} == {0, 1}
+    rec = result.recommended
+    # the encoder pass dominates: the layer-1 query is the cheapest end to end
+    assert rec is not None and rec.query_layer == 1 and rec.query_depth == 1
+    assert result.settings["encoder_cost"]["query_ms_p50"].keys() == {"1", "3"}
+    assert apply_recommendation(index, result, doc_layers)
+    assert index.query_map is not None and index.query_map.layer == 1 and index.config.shortlist == 20
+    assert index.query_depth() == 1
+    # a recommendation with another fine layer needs a rebuild: not applied
+    other = replace(result, recommended=replace(rec, fine_layer=2))
+    assert not apply_recommendation(index, other, doc_layers)
+    # back to full depth
+    full = next(p for p in result.points if p.query_layer == 0)
+    assert apply_recommendation(index, replace(result, recommended=full), doc_layers)
+    assert index.query_map is None and index.query_depth() == 3

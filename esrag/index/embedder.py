@@ -14,6 +14,10 @@ source view stays ``(CascadeConfig.coarse_layer, hidden)`` and comes from the sa
 pass. Setting ``CascadeConfig.fine_view`` as well is allowed only when it equals both
 views; otherwise it is a ``ValueError`` (silently preferring one of the two would index
 with a view the caller did not ask for).
+
+Query layer: ``CascadeConfig.query_layer`` moves a bare encoder's query view to that layer (a
+wrapper's ``query_view`` already names its layer; both given, they must agree). Shallower
+than the fine view, queries are shallow (see :mod:`esrag.index.query`).
 """
 
 from __future__ import annotations

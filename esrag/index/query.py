@@ -119,11 +119,6 @@ class QueryMap:
     source: LinearMap | None = None
     fine: LinearMap | None = None
 
-    @property
-    def setup(self) -> QuerySetup:
-        """The :class:`QuerySetup` this map was fitted for."""
-        return QuerySetup(self.kind, self.layer, self.exact_source)
-
     def views(self, source_view: View, fine_view: View, hidden: int, mode: SearchMode) -> list[View]:
         """The views one query pass encodes (all at layers ``<= k``) to feed ``mode``.
 
@@ -147,13 +142,23 @@ class QueryMap:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(coarse source, fine or ``None``) query vectors from the views :meth:`views` asked for."""
         wide = vectors.get(View(self.layer, hidden))
+        return self._map(wide, vectors.get(source_view), vectors.get(fine_view), fine=fine)
+
+    def _map(
+        self, wide: np.ndarray | None, exact: np.ndarray | None, narrow: np.ndarray | None, *, fine: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(coarse source, fine or ``None``) from the layer-k full-width vectors ``wide``, the
+        exact coarse source ``exact`` and the layer-k fine view ``narrow`` (each when needed).
+        """
         if self.exact_source:
-            source = vectors[source_view]
+            source = l2_normalize(exact)
         else:
             source = self.source(wide) if self.source is not None else l2_normalize(wide)
         if not fine:
             return source, None
-        return source, self.fine(wide) if self.fine is not None else l2_normalize(vectors[fine_view])
+        if self.fine is not None:
+            return source, self.fine(wide)
+        return source, l2_normalize(narrow if narrow is not None else wide[:, : self.fine_dim])
 
     def map_vectors(
         self, shallow: np.ndarray, exact_source: np.ndarray | None = None
@@ -166,16 +171,13 @@ class QueryMap:
         shallow = np.asarray(shallow, dtype=np.float32)
         if shallow.ndim != 2:
             raise ValueError(f"shallow query vectors must be 2-D, got shape {tuple(shallow.shape)}")
-        if self.exact_source:
-            if exact_source is None:
-                raise ValueError(
-                    f"this query map takes the coarse source as it is (coarse layer <= {self.layer}): "
-                    "pass exact_source="
-                )
-            source = l2_normalize(exact_source)
-        else:
-            source = self.source(shallow) if self.source is not None else l2_normalize(shallow)
-        fine = self.fine(shallow) if self.fine is not None else l2_normalize(shallow[:, : self.fine_dim])
+        if self.exact_source and exact_source is None:
+            raise ValueError(
+                f"this query map takes the coarse source as it is (coarse layer <= {self.layer}): "
+                "pass exact_source="
+            )
+        source, fine = self._map(shallow, exact_source, None, fine=True)
+        assert fine is not None
         return source, fine
 
     @property
