@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["l2_normalize", "view_vectors"]
+__all__ = ["l2_normalize", "percentile", "view_vectors"]
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -20,3 +22,8 @@ def view_vectors(layer_vectors: np.ndarray, dim: int) -> np.ndarray:
     full-width vectors: normalising before slicing does not change the slice's direction).
     """
     return l2_normalize(layer_vectors[:, :dim])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (0.0 for none), e.g. a latency p50 or p95."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else 0.0

@@ -41,6 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--shortlist", type=int, metavar="N", help="default shortlist (default 100)")
     g.add_argument("--fine-dtype", choices=("float32", "float16"), help="fine vector storage")
+    g.add_argument(
+        "--query-layer",
+        type=int,
+        metavar="K",
+        help="queries' encoder pass stops at layer K (below the fine layer: shallow queries against "
+        "deep documents; default: full depth)",
+    )
+    g.add_argument(
+        "--query-map",
+        choices=("ridge", "none"),
+        help="how a shallow query reaches the deep documents: ridge (fitted on the corpus, default) "
+        "or none (as is, for a model trained for shallow queries)",
+    )
     c = p.add_argument_group("corpus fields")
     c.add_argument(
         "--format",
@@ -106,6 +119,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("coarse_index", "index_type"),
         ("shortlist", "shortlist"),
         ("fine_dtype", "fine_dtype"),
+        ("query_layer", "query_layer"),
+        ("query_map", "query_map"),
     ):
         if getattr(args, arg) is not None:
             out[name] = getattr(args, arg)
@@ -151,7 +166,10 @@ def summary(report: dict[str, Any]) -> str:
         f" {report['unchanged']} unchanged; {report['encoded']} encoded) in "
         f"{report['seconds']:.1f}s"
     )
-    return f"{head}\n  coarse: {coarse}, {cfg['index_type']}; shortlist {cfg['shortlist']}"
+    tail = f"\n  coarse: {coarse}, {cfg['index_type']}; shortlist {cfg['shortlist']}"
+    if cfg.get("query_map"):
+        tail += f"\n  queries: encoder pass to layer {cfg['query_layer']} ({cfg['query_map']} query map)"
+    return head + tail
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,10 +216,11 @@ def _fresh(
 
         fine = config.fine_view or encoder.default_view
         coarse_layer = config.coarse_layer or encoder.num_layers
+        query_layer = config.query_layer or fine.layer
         layers = encode_layers(
             encoder,
             texts,
-            [coarse_layer, fine.layer],
+            [coarse_layer, fine.layer, query_layer],
             batch_size=args.batch_size,
             show_progress_bar=progress_flag(args),
         )
@@ -213,6 +232,7 @@ def _fresh(
             metadatas=metas,
             config=config,
             embedder=encoder,
+            query_source=layers[query_layer] if query_layer < fine.layer else None,
         )
     else:
         index = CascadeIndex.build(

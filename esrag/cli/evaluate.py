@@ -90,5 +90,13 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_json())
     else:
         print(f"{result.num_queries} queries, retention (cascade / fine-only nDCG@10) {result.retention:.1%}")
+        cascade, fine = result.cascade.end_to_end, result.fine.end_to_end
+        if cascade is not None and fine is not None:
+            print(
+                f"end to end (text in, ids out; p50): cascade {cascade.ms_p50:.2f} ms with the query pass to "
+                f"layer {cascade.query_depth}, fine-only {fine.ms_p50:.2f} ms (layer {fine.query_depth}); "
+                f"ingest: {fine.ingest_flops_per_doc / 1e9:.2f} GFLOPs per document "
+                f"(to layer {fine.ingest_depth})"
+            )
         print(result.to_markdown())
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 from esrag.cli._common import CliError, add_model_args, open_index, print_json
 from esrag.validation import default_shortlist
 
-__all__ = ["add_arguments", "format_hits", "parse_filters", "run", "search"]
+__all__ = ["add_arguments", "format_hits", "parse_filters", "run", "search", "use_query_layer"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,6 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("cascade", "coarse", "fine"),
         default="cascade",
         help="cascade (default), coarse stage only, or exact fine-only reference",
+    )
+    p.add_argument(
+        "--query-layer",
+        type=int,
+        metavar="K",
+        help="stop the queries' encoder pass at layer K: the index's own query layer, or, for an "
+        "index without a fitted (ridge) query map, any layer (the shallow vector used as it is, "
+        "for a model trained for shallow queries)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, default_help="default: the index's model")
@@ -66,6 +74,8 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
 def search(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Search the index for every query; hits carry id, score, text and metadata."""
     index, _encoder = open_index(args.index, args.model, args.device)
+    if args.query_layer is not None:
+        use_query_layer(index, args.query_layer)
     shortlist = default_shortlist(args.shortlist, args.k, index.config.shortlist)
     result = index.search(
         args.query, k=args.k, shortlist=shortlist, filter=parse_filters(args.filter), mode=args.mode
@@ -84,6 +94,19 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
         ]
         out.append({"query": query, "hits": hits})
     return out
+
+
+def use_query_layer(index: Any, layer: int) -> None:
+    """Search ``index`` with queries encoded to ``layer`` (in memory; the folder is unchanged)."""
+    qmap = index.query_map
+    if qmap is not None and qmap.layer == layer:
+        return
+    if qmap is not None and qmap.kind.value == "ridge":
+        raise CliError(
+            f"the index's ridge query map was fitted for layer {qmap.layer}, not {layer}; rebuild it "
+            f"with `esrag build CORPUS --index ... --query-layer {layer}`"
+        )
+    index.reconfigure(query_layer=layer, query_map="none")
 
 
 def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:

@@ -1,4 +1,6 @@
-"""``esrag sweep``: coarse (layer, dim, transform) × shortlist grid on an index's documents."""
+"""``esrag sweep``: coarse (layer, dim, transform) × shortlist × fine layer × query layer grid on
+an index's documents, costed end to end (encoder pass + search) on this machine.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +42,13 @@ def _names(text: str) -> tuple[str, ...]:
     return values
 
 
+def _maps(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values or any(v not in ("ridge", "none") for v in values):
+        raise argparse.ArgumentTypeError(f"query maps must be ridge or none, got {text!r}")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``esrag sweep`` arguments to ``p``."""
     add_sweep_arguments(p)
@@ -78,6 +87,34 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         default=(50, 100, 200),
         metavar="S1,S2",
         help="shortlist sizes (default 50,100,200)",
+    )
+    p.add_argument(
+        "--query-layers",
+        type=_ints,
+        default=(),
+        metavar="K1,K2",
+        help="shallow query layers to try: the query's encoder pass stops there (default: full depth only)",
+    )
+    p.add_argument(
+        "--query-maps",
+        type=_maps,
+        default=("ridge",),
+        metavar="M1,M2",
+        help="how a shallow query reaches the deep documents: ridge (fitted on the corpus), none "
+        "(as is, for a model trained for it); default ridge",
+    )
+    p.add_argument(
+        "--fine-layers",
+        type=_ints,
+        default=(),
+        metavar="L1,L2",
+        help="fine (document) layers to try (default: the index's); another one needs a rebuild to apply",
+    )
+    p.add_argument(
+        "--cost",
+        choices=("flops", "time"),
+        default="flops",
+        help="what the recommendation minimises end to end: estimated FLOPs (default) or measured time",
     )
     p.add_argument(
         "--target", type=float, default=0.99, help="retention to keep for the recommendation (default 0.99)"
@@ -124,6 +161,9 @@ def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
         args.dims or default.dims,
         tuple(args.transforms),
         tuple(args.shortlists),
+        query_layers=tuple(args.query_layers),
+        fine_layers=tuple(args.fine_layers),
+        query_maps=tuple(args.query_maps),
     )
     return sweep_index(
         index,
@@ -138,6 +178,7 @@ def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
         cache=not args.no_cache,
         batch_size=args.batch_size,
         show_progress_bar=progress_flag(args),
+        cost=args.cost,
     )
 
 

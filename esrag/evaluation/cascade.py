@@ -1,4 +1,6 @@
-"""Evaluate a cascade index against its own fine-only (exact, full-model) reference."""
+"""Evaluate a cascade index against its own fine-only (exact, full-depth) reference, in quality
+and in end-to-end cost (the query's encoder pass included, see :mod:`.end_to_end`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +8,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from esrag._arrays import percentile
+from esrag.evaluation.end_to_end import EndToEnd, end_to_end
 from esrag.evaluation.metrics import (
     DEFAULT_METRICS,
     Qrels,
@@ -33,15 +37,22 @@ class StageResult:
     latency_ms_p50: float
     latency_ms_p95: float
     settings: dict[str, Any] = field(default_factory=dict)
+    end_to_end: EndToEnd | None = None
+    """Text in → ids out: encoder pass + search (``None`` when evaluated on encoded queries)."""
 
     def to_json(self) -> dict[str, Any]:
-        """Metrics, latencies and settings as a JSON object."""
-        return {
+        """Metrics, search latencies (``latency_*``), end-to-end cost and settings as a JSON object."""
+        out = {
             **{name: round(value, 6) for name, value in self.metrics.items()},
             "latency_ms_p50": round(self.latency_ms_p50, 4),
             "latency_ms_p95": round(self.latency_ms_p95, 4),
             "settings": self.settings,
         }
+        if self.end_to_end is not None:
+            e2e = self.end_to_end
+            out.update(end_to_end_ms_p50=round(e2e.ms_p50, 4), end_to_end_ms_p95=round(e2e.ms_p95, 4))
+            out.update(end_to_end_flops=round(e2e.flops), end_to_end=e2e.to_json())
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,17 +82,18 @@ class CascadeEvaluation:
     def to_markdown(self) -> str:
         """A Markdown table of every metric for the cascade beside the fine-only reference."""
         names = [*self.cascade.metrics, "latency_ms_p50", "latency_ms_p95"]
+        if self.cascade.end_to_end is not None and self.fine.end_to_end is not None:
+            names += ["end_to_end_ms_p50", "end_to_end_ms_p95", "end_to_end_flops"]
         rows = ["| metric | cascade | fine-only | cascade / fine |", "|---|---:|---:|---:|"]
         for name in names:
             c = self.cascade.to_json()[name]
             f = self.fine.to_json()[name]
             ratio = f"{c / f:.3f}" if f else "-"
-            rows.append(f"| {name} | {c:.4f} | {f:.4f} | {ratio} |")
+            shown = (
+                (f"{c / 1e6:.1f}M", f"{f / 1e6:.1f}M") if name.endswith("flops") else (f"{c:.4f}", f"{f:.4f}")
+            )
+            rows.append(f"| {name} | {shown[0]} | {shown[1]} | {ratio} |")
         return "\n".join(rows)
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else 0.0
 
 
 def run_mode(
@@ -149,10 +161,12 @@ def evaluate_cascade(
     timing_queries: int = 200,
     filter: Mapping[str, Any] | None = None,
 ) -> CascadeEvaluation:
-    """Metrics and search latency p50/p95 of ``index``'s cascade and its fine-only reference.
+    """Metrics, search latency and end-to-end cost of ``index``'s cascade and its fine-only
+    reference (exact search with full-depth queries: the documents' own view).
 
-    Latency is per single-query search, measured after one encoder pass for all queries:
-    the encoder pass is the same for both modes (it always reaches the fine layer).
+    ``latency_*`` is the search alone, per single query after one encoder pass for all;
+    ``end_to_end`` (text in → ids out, one query at a time) adds each query's encoder pass,
+    which for a shallow-query index stops at its query layer, and the FLOPs of both.
     Only queries that have judgments in ``qrels`` are evaluated; a query with a relevant
     judgment but no text in ``queries`` is an error (it would silently score 0).
     """
@@ -164,8 +178,10 @@ def evaluate_cascade(
     if n_docs == 0:
         raise ValueError("the index is empty")
     warn_missing_documents(index, qids, qrels)
-    coarse_q, fine_q = index.encode_queries([queries[q] for q in qids])
-    return evaluate_encoded(
+    texts = [queries[q] for q in qids]
+    coarse_q, fine_q = index.encode_queries(texts)
+    reference = index.encode_queries(texts, full_depth=True) if index.query_map is not None else None
+    result = evaluate_encoded(
         index,
         coarse_q,
         fine_q,
@@ -175,7 +191,18 @@ def evaluate_cascade(
         metrics=metrics,
         timing_queries=timing_queries,
         filter=filter,
+        reference=reference,
     )
+    stages = []
+    for stage, full in ((result.cascade, False), (result.fine, True)):
+        k, size = stage.settings["k"], stage.settings.get("shortlist", stage.settings["k"])
+        e2e = end_to_end(
+            index, texts, mode=stage.mode, k=k, shortlist=size, timing_queries=timing_queries, full_depth=full
+        )
+        stages.append(
+            replace(stage, end_to_end=e2e, settings={**stage.settings, "query_depth": e2e.query_depth})
+        )
+    return replace(result, cascade=stages[0], fine=stages[1])
 
 
 def warn_missing_documents(index: Any, qids: Sequence[str], qrels: Qrels) -> list[str]:
@@ -206,8 +233,12 @@ def evaluate_encoded(
     metrics: Sequence[str] = DEFAULT_METRICS,
     timing_queries: int = 200,
     filter: Mapping[str, Any] | None = None,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CascadeEvaluation:
-    """:func:`evaluate_cascade` on already-encoded queries (every judged query among ``qids``)."""
+    """:func:`evaluate_cascade` on already-encoded queries (every judged query among ``qids``),
+    without the end-to-end cost; ``reference``: the (coarse source, fine) query vectors of the
+    fine-only stage when they differ from the cascade's (a shallow-query index).
+    """
     require_judged_queries(qids, qrels)
     n_docs = len(index)
     depth = max(k for _name, k in map(parse_metric, metrics))
@@ -215,10 +246,11 @@ def evaluate_encoded(
     stages: dict[str, StageResult] = {}
     for mode in ("cascade", "fine"):
         k = min(depth, n_docs, shortlist if mode == "cascade" else n_docs)
+        source, fine = (coarse_q, fine_q) if mode == "cascade" or reference is None else reference
         run, lat = run_mode(
             index,
-            coarse_q,
-            fine_q,
+            source,
+            fine,
             qids,
             mode=mode,
             k=k,
@@ -228,7 +260,7 @@ def evaluate_encoded(
         )
         settings = _settings(index, mode, shortlist, k)
         stages[mode] = StageResult(
-            mode, evaluate_run(run, qrels, metrics), _percentile(lat, 50), _percentile(lat, 95), settings
+            mode, evaluate_run(run, qrels, metrics), percentile(lat, 50), percentile(lat, 95), settings
         )
         log.info("%s: %s", mode, stages[mode].metrics)
     return CascadeEvaluation(stages["cascade"], stages["fine"], len(qids))
@@ -245,8 +277,11 @@ def _settings(index: Any, mode: str, shortlist: int, k: int) -> dict[str, Any]:
         "fine_view": str(fine_view) if fine_view is not None else None,
     }
     if mode == "cascade":
+        qmap = getattr(index, "query_map", None)
         out.update(
             {
+                "query_layer": qmap.layer if qmap is not None else None,
+                "query_map": qmap.kind.value if qmap is not None else None,
                 "shortlist": shortlist,
                 "coarse_layer": config.coarse_layer or getattr(embedder, "num_layers", None),
                 "coarse_dim": getattr(index, "coarse_dim", None) or config.coarse_dim,

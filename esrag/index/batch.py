@@ -41,13 +41,15 @@ __all__ = [
     "check_metadatas",
     "checked_batches",
     "concat_batches",
+    "concat_query",
     "encoded_parts",
     "json_value",
     "vector_parts",
 ]
 
-RawPart = tuple[list[str], list[str], list[dict[str, Any]], Any, Any]
-"""``(ids, texts, metadatas, coarse source vectors, fine vectors)`` of a batch, unchecked."""
+RawPart = tuple[list[str], list[str], list[dict[str, Any]], Any, Any, Any]
+"""``(ids, texts, metadatas, coarse source vectors, fine vectors, query-layer vectors or None)``
+of a batch, unchecked (the last: the documents' layer-k vectors that fit a shallow-query map)."""
 
 _VECTOR_STEP = 65_536
 
@@ -168,6 +170,8 @@ class DocBatch:
     metadatas: list[dict[str, Any]]
     source: np.ndarray
     fine: np.ndarray
+    query: np.ndarray | None = None
+    """(n, hidden) query-layer vectors of the documents, only while a shallow-query map is fitted."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -183,12 +187,15 @@ class DocBatch:
         *,
         source_dim: int | None,
         fine_dim: int | None,
+        query: Any = None,
     ) -> DocBatch:
         """Validate shapes (``source_dim``/``fine_dim`` when known) and normalise the vectors."""
         n = len(ids)
         source = check_vectors("coarse_source", source, source_dim, n)
         fine = check_vectors("fine", fine, fine_dim, n)
-        return cls(ids, texts, metadatas, l2_normalize(source), l2_normalize(fine))
+        if query is not None:
+            query = l2_normalize(check_vectors("query_source", query, None, n))
+        return cls(ids, texts, metadatas, l2_normalize(source), l2_normalize(fine), query)
 
 
 def concat_batches(batches: Sequence[DocBatch]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,39 +203,78 @@ def concat_batches(batches: Sequence[DocBatch]) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate([b.source for b in batches]), np.concatenate([b.fine for b in batches])
 
 
+def concat_query(batches: Sequence[DocBatch]) -> np.ndarray | None:
+    """The query-layer vectors of several batches, stacked (``None`` unless every batch has them)."""
+    if not batches or any(b.query is None for b in batches):
+        return None
+    return np.concatenate([b.query for b in batches if b.query is not None])
+
+
 def encoded_parts(
-    encode: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+    encode: Callable[[list[str]], tuple[np.ndarray, ...]],
     ids: list[str],
     texts: list[str],
     metadatas: list[dict[str, Any]],
     batch_size: int,
     show_progress_bar: bool | None,
 ) -> Iterator[RawPart]:
-    """Encode ``texts`` ``batch_size`` at a time (with a progress bar), lazily, as raw parts."""
+    """Encode ``texts`` ``batch_size`` at a time (with a progress bar), lazily, as raw parts.
+
+    ``encode`` returns ``(source, fine)`` or ``(source, fine, query-layer vectors)``.
+    """
     bar = progress(total=len(texts), desc="Indexing", show=show_progress_bar, unit="doc")
     try:
         for start in range(0, len(texts), batch_size):
             stop = start + batch_size
-            source, fine = encode(texts[start:stop])
+            source, fine, *query = encode(texts[start:stop])
             bar.update(len(texts[start:stop]))
-            yield ids[start:stop], texts[start:stop], metadatas[start:stop], source, fine
+            yield (
+                ids[start:stop],
+                texts[start:stop],
+                metadatas[start:stop],
+                source,
+                fine,
+                next(iter(query), None),
+            )
     finally:
         bar.close()
 
 
 def vector_parts(
-    ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], source: np.ndarray, fine: np.ndarray
-) -> Iterator[RawPart]:
-    """Precomputed vectors cut into raw parts of bounded size."""
-    for s in range(0, len(ids), _VECTOR_STEP):
-        part = slice(s, s + _VECTOR_STEP)
-        yield ids[part], texts[part], metadatas[part], source[part], fine[part]
+    coarse_source: Any,
+    fine: Any,
+    ids: Sequence[str | None] | None,
+    texts: Sequence[str] | None,
+    metadatas: Sequence[dict[str, Any] | None] | None,
+    query: Any | None = None,
+    *,
+    dims: tuple[int | None, int | None] = (None, None),
+) -> tuple[list[str], Iterator[RawPart]]:
+    """Check precomputed vectors and their documents as a whole (widths ``dims`` when known);
+    returns the ids and the input cut into raw parts of bounded size.
+    """
+    source = check_vectors("coarse_source", coarse_source, dims[0])
+    n = source.shape[0]
+    fine_arr = check_vectors("fine", fine, dims[1], n)
+    texts_list = check_doc_texts(texts) if texts is not None else [""] * n
+    if len(texts_list) != n:
+        raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
+    doc_ids = check_ids(ids, n)
+    metas = check_metadatas(metadatas, n)
+
+    def parts() -> Iterator[RawPart]:
+        for s in range(0, n, _VECTOR_STEP):
+            part = slice(s, s + _VECTOR_STEP)
+            q = None if query is None else query[part]
+            yield doc_ids[part], texts_list[part], metas[part], source[part], fine_arr[part], q
+
+    return doc_ids, parts()
 
 
 def checked_batches(parts: Iterable[RawPart]) -> Iterator[DocBatch]:
     """Check each raw part as a :class:`DocBatch`; every batch must have the first one's widths."""
     dims: tuple[int, int] | None = None
-    for ids, texts, metadatas, source, fine in parts:
+    for ids, texts, metadatas, source, fine, query in parts:
         batch = DocBatch.checked(
             ids,
             texts,
@@ -237,6 +283,7 @@ def checked_batches(parts: Iterable[RawPart]) -> Iterator[DocBatch]:
             fine,
             source_dim=None if dims is None else dims[0],
             fine_dim=None if dims is None else dims[1],
+            query=query,
         )
         dims = dims or (batch.source.shape[1], batch.fine.shape[1])
         yield batch

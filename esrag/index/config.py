@@ -10,7 +10,7 @@ from typing import Any
 from esrag.encoder.views import View, parse_view
 from esrag.validation import check_int, check_number
 
-__all__ = ["CascadeConfig", "FineDType", "SearchMode", "Transform"]
+__all__ = ["CascadeConfig", "FineDType", "QueryMapKind", "SearchMode", "Transform"]
 
 
 class Transform(str, enum.Enum):
@@ -22,6 +22,16 @@ class Transform(str, enum.Enum):
     """A PCA rotation fitted on the corpus's coarse source vectors; keep dc components."""
     ADAPTER = "adapter"
     """A closed-form ridge map from the coarse source to the fine vector, then PCA to dc."""
+
+
+class QueryMapKind(str, enum.Enum):
+    """How a shallow query (its pass stops at ``query_layer``) reaches the documents' deep spaces."""
+
+    NONE = "none"
+    """The shallow vector as it is (for a model trained so that its shallow query layer fits)."""
+    RIDGE = "ridge"
+    """A closed-form ridge map fitted on the corpus at index time, from the documents' layer-k
+    vectors to their coarse source and fine vectors (label-free)."""
 
 
 class SearchMode(str, enum.Enum):
@@ -75,18 +85,31 @@ class CascadeConfig:
     """``None``: use faiss-gpu when installed and a GPU is present; ``True``: require it."""
     exact_filter_threshold: int = 20_000
     """Filtered searches matching at most this many documents are scored exactly."""
+    query_layer: int | None = None
+    """1-based layer the queries' encoder pass stops at; ``None`` = the fine layer (full depth),
+    or the layer of the embeddings' own ``query_view``. Shallower than the fine layer, both
+    stages score the shallow query vector (through :attr:`query_map`) against deep documents."""
+    query_map: QueryMapKind | None = None
+    """How a shallow query is mapped; ``None`` = ``ridge``, or ``none`` when the layer comes from
+    the embeddings' own ``query_view`` (so the index ranks like their ``embed_query``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transform", _enum(Transform, self.transform, "transform"))
         object.__setattr__(self, "fine_dtype", _enum(FineDType, self.fine_dtype, "fine_dtype"))
         if self.fine_view is not None:
             object.__setattr__(self, "fine_view", parse_view(self.fine_view, what="fine_view"))
+        if self.query_map is not None:
+            object.__setattr__(self, "query_map", _enum(QueryMapKind, self.query_map, "query_map"))
         for name in ("coarse_dim", "shortlist", "nprobe", "ef_search", "train_size"):
             check_int(getattr(self, name), f"CascadeConfig.{name}", minimum=1, expected="a positive int")
-        if self.coarse_layer is not None:
-            check_int(
-                self.coarse_layer, "CascadeConfig.coarse_layer", minimum=1, expected="a 1-based layer or None"
-            )
+        for name in ("coarse_layer", "query_layer"):
+            if getattr(self, name) is not None:
+                check_int(
+                    getattr(self, name),
+                    f"CascadeConfig.{name}",
+                    minimum=1,
+                    expected="a 1-based layer or None",
+                )
         if not isinstance(self.index_type, str) or not self.index_type.strip():
             raise ValueError(
                 f"CascadeConfig.index_type must be a faiss factory string, got {self.index_type!r}"

@@ -14,6 +14,10 @@ source view stays ``(CascadeConfig.coarse_layer, hidden)`` and comes from the sa
 pass. Setting ``CascadeConfig.fine_view`` as well is allowed only when it equals both
 views; otherwise it is a ``ValueError`` (silently preferring one of the two would index
 with a view the caller did not ask for).
+
+Query layer: ``CascadeConfig.query_layer`` moves a bare encoder's query view to that layer (a
+wrapper's ``query_view`` already names its layer; both given, they must agree). Shallower
+than the fine view, queries are shallow (see :mod:`esrag.index.query`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from esrag._arrays import l2_normalize
 from esrag.encoder.views import View, check_view
+from esrag.errors import ModelMismatchError
 from esrag.index.config import CascadeConfig
 
 __all__ = ["EmbedderAdapter", "is_elastic"]
@@ -65,6 +70,22 @@ def _config_fingerprint(embedder: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _query_view(config: CascadeConfig, query: View, from_wrapper: bool, layers: int) -> View:
+    """The query view with ``CascadeConfig.query_layer`` applied (it must agree with a wrapper's)."""
+    layer = config.query_layer
+    if layer is None or layer == query.layer:
+        return query
+    if from_wrapper:
+        raise ModelMismatchError(
+            f"CascadeConfig.query_layer {layer} conflicts with the embeddings' query_view {query}: give "
+            f"the embeddings a query_view at layer {layer} (or pass the bare encoder), or leave "
+            "query_layer unset to use the embeddings' view"
+        )
+    if not 1 <= layer <= layers:
+        raise ValueError(f"CascadeConfig.query_layer {layer} is outside the encoder's layers 1..{layers}")
+    return View(layer, query.dim)
+
+
 class EmbedderAdapter:
     """Encodes documents and queries into (coarse source, fine) float32 arrays."""
 
@@ -73,11 +94,15 @@ class EmbedderAdapter:
         self.model, wrapper_views = _unwrap(embedder)
         self.elastic = is_elastic(self.model)
         self.query_view: View | None = None
-        """Fine view of the queries (the wrapper's ``query_view``; else :attr:`fine_view`)."""
+        """Fine view of the queries (the wrapper's ``query_view``; else :attr:`fine_view` at
+        ``CascadeConfig.query_layer`` when set)."""
+        self.wrapper_query_view = wrapper_views is not None
+        """Whether the query view is the wrapper's own (its ``embed_query`` view)."""
         if self.elastic:
             enc = self.model
             layers, hidden = int(enc.num_layers), int(enc.hidden_size)
             fine, query = self._fine_views(config, wrapper_views, enc.default_view)
+            query = _query_view(config, query, wrapper_views is not None, layers)
             layer = config.coarse_layer or layers
             if not 1 <= layer <= layers:
                 raise ValueError(
@@ -124,6 +149,11 @@ class EmbedderAdapter:
             )
         return doc, query
 
+    @property
+    def hidden(self) -> int:
+        """Full width of the elastic encoder's layers."""
+        return int(self.model.hidden_size)
+
     def learn_dims(self, source_dim: int, fine_dim: int) -> None:
         """Record the vector widths of a plain ``Embeddings`` (known after its first call)."""
         if self.source_dim is None:
@@ -160,6 +190,12 @@ class EmbedderAdapter:
         """Whether the coarse source and the fine vector are the same vector."""
         return not self.elastic or self.source_view == self.fine_view
 
+    def encode_views(self, texts: Sequence[str], views: list[View], batch_size: int = 64) -> list[np.ndarray]:
+        """One elastic encoder pass over ``texts`` (it stops at the deepest view's layer): one
+        float32 array per view asked, in order.
+        """
+        return self._encode(texts, views, batch_size)
+
     def _encode(self, texts: Sequence[str], views: list[View], batch_size: int) -> list[np.ndarray]:
         """One encoder pass over ``texts``: one float32 array per distinct view asked."""
         distinct = list(dict.fromkeys(views))
@@ -184,9 +220,16 @@ class EmbedderAdapter:
         return arr, arr
 
     def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(coarse source, fine) vectors of documents from one encoder pass."""
+        self, texts: Sequence[str], *, batch_size: int = 64, query_source: bool = False
+    ) -> tuple[np.ndarray, ...]:
+        """(coarse source, fine) vectors of documents from one encoder pass; with
+        ``query_source`` also their (query layer, full width) vectors, from the same pass (to
+        fit a shallow-query map).
+        """
+        if self.elastic and query_source:
+            assert self.source_view is not None and self.fine_view is not None and self.query_view
+            extra = View(self.query_view.layer, self.hidden)
+            return tuple(self._encode(texts, [self.source_view, self.fine_view, extra], batch_size))
         if self.elastic:
             return self._pair(texts, self.fine_view, batch_size)
         return self._plain(self.model.embed_documents(list(texts)))

@@ -15,6 +15,8 @@ Files of a version::
     tombstones.npy      int64 ids still inside the coarse index but deleted
     docs.jsonl          one {"id", "text", "metadata"} per row
     transform.json (+ transform_matrix.npy, transform_bias.npy unless the transform is prefix)
+    query_map.json      only for shallow queries (+ query_map_fine.npy, query_map_source.npy of a
+                        ridge map: (input_dim + 1, out) float32, the bias as the last row)
 
 A save writes a whole new version folder and then publishes it by atomically replacing
 ``manifest.json`` (:mod:`esrag._versions`): a crash at any point leaves the previous index
@@ -57,6 +59,7 @@ from esrag.index.config import CascadeConfig
 from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
 from esrag.index.manifest import FORMAT_VERSION, FileEntry, Manifest
+from esrag.index.query import QueryMap
 from esrag.index.rows import RowMap
 from esrag.index.state import IndexState, consistency_problem
 from esrag.index.transforms import FittedTransform
@@ -94,6 +97,8 @@ MATRIX_FILE = "transform_matrix.npy"
 BIAS_FILE = "transform_bias.npy"
 SHARDS_FILE = "shards.json"
 """Top-level manifest of a sharded index folder (see :mod:`esrag.index.shardset`)."""
+QUERY_MAP_FILE = "query_map.json"
+QUERY_ARRAY_FILES = {"source": "query_map_source.npy", "fine": "query_map_fine.npy"}
 REQUIRED_FILES = (COARSE_FILE, DOCS_FILE, FINE_FILE, IDS_FILE, TOMBSTONES_FILE, TRANSFORM_FILE)
 """Files every index folder holds (and its manifest must list with their checksums)."""
 TRANSFORM_ARRAY_FILES = (BIAS_FILE, MATRIX_FILE)
@@ -118,6 +123,8 @@ def _parse_manifest(data: bytes, path: Path) -> Manifest:
     required = set(REQUIRED_FILES)
     if manifest.transform != "prefix":
         required |= set(TRANSFORM_ARRAY_FILES)
+    if manifest.query_map is not None:
+        required.add(QUERY_MAP_FILE)
     unlisted = sorted(required - set(manifest.files))
     if unlisted:
         raise IndexFormatError(
@@ -214,6 +221,7 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
         count=int(rows.size),
         next_id=int(state.rows.next_coarse_id),
         tombstones=len(state.coarse.tombstones),
+        query_map=state.query_map.kind.value if state.query_map is not None else None,
     )
     try:
         if folder.is_dir():
@@ -270,6 +278,10 @@ def _write_parts(state: IndexState, rows: np.ndarray, tmp: Path) -> None:
     if arrays is not None:
         np.save(tmp / MATRIX_FILE, arrays[0], allow_pickle=False)
         np.save(tmp / BIAS_FILE, arrays[1], allow_pickle=False)
+    if state.query_map is not None:
+        (tmp / QUERY_MAP_FILE).write_text(json.dumps(state.query_map.describe(), indent=2) + "\n")
+        for name, packed in state.query_map.arrays():
+            np.save(tmp / QUERY_ARRAY_FILES[name], packed, allow_pickle=False)
 
 
 # ---------------------------------------------------------------------- load
@@ -305,6 +317,23 @@ def _load_transform(folder: Path, manifest: Manifest) -> FittedTransform:
     matrix = _load_array(folder / MATRIX_FILE, (transform.source_dim, transform.dim), "array")
     bias = _load_array(folder / BIAS_FILE, (transform.dim,), "array")
     return FittedTransform.from_description(meta, (matrix, bias))
+
+
+def _load_query_map(folder: Path, manifest: Manifest) -> QueryMap | None:
+    """The shallow-query map (``None`` for full-depth queries); its arrays must be listed files."""
+    if manifest.query_map is None:
+        return None
+    path = folder / QUERY_MAP_FILE
+    try:
+        meta = QueryMap.checked_description(json.loads(path.read_text()), manifest.query_map)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{path}: unreadable query map description ({exc})") from None
+    arrays = {}
+    for name, shape in QueryMap.array_shapes(meta, manifest.source_dim, manifest.fine_dim).items():
+        if QUERY_ARRAY_FILES[name] not in manifest.files:
+            raise IndexFormatError(f"{path}: {QUERY_ARRAY_FILES[name]} is not listed in the manifest")
+        arrays[name] = _load_array(folder / QUERY_ARRAY_FILES[name], shape, "query map")
+    return QueryMap.from_description(meta, arrays)
 
 
 def _config(folder: Path, manifest: Manifest) -> CascadeConfig:
@@ -360,7 +389,8 @@ def _load_parts(files: Path, manifest: Manifest, config: CascadeConfig, mmap: bo
     except ValueError as exc:
         raise IndexFormatError(f"{files / IDS_FILE}: {exc}") from None
     coarse = _load_coarse(files, manifest, config, tombstones)
-    return IndexState(config, transform, coarse, fine, docs, rows)
+    query_map = _load_query_map(files, manifest)
+    return IndexState(config, transform, coarse, fine, docs, rows, query_map)
 
 
 def _load_ids(path: Path, count: int) -> np.ndarray:

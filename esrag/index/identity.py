@@ -43,6 +43,7 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
             "coarse_source_view": None,
             "fine_view": None,
             "identity": None,
+            "query_view": None,
         }
     return {
         "model_name": adapter.name,
@@ -51,6 +52,7 @@ def identity_fields(adapter: EmbedderAdapter | None) -> dict[str, Any]:
         "coarse_source_view": _view(adapter.source_view),
         "fine_view": _view(adapter.fine_view),
         "identity": adapter.identity,
+        "query_view": _view(adapter.query_view),
     }
 
 
@@ -112,7 +114,29 @@ def check_identity(folder: Path, manifest: Manifest, adapter: EmbedderAdapter) -
     ):
         if recorded is not None and actual is not None and tuple(recorded) != actual:
             raise ModelMismatchError(f"{where}: {label} is {recorded}, the encoder gives {actual}")
+    _check_query_view(where, manifest, _view(adapter.query_view))
     _check_block(where, manifest, adapter.identity)
+
+
+def _check_query_view(where: Path, manifest: Manifest, actual: tuple[int, int] | None) -> None:
+    """A shallow-query index answers only queries of the view it was built for."""
+    recorded = manifest.query_view
+    if manifest.query_map is None or recorded is None or actual is None or tuple(recorded) == actual:
+        return
+    raise ModelMismatchError(
+        f"{where}: the index answers queries encoded with view {recorded[0]}:{recorded[1]}, the encoder "
+        f"gives {actual[0]}:{actual[1]}; load it with that query view (or a bare encoder), or rebuild it"
+    )
+
+
+def _query_view_difference(manifest: Manifest, embedder: Any) -> str:
+    """`` (query view differs: ...)`` when the embedder's own query view is not the recorded one."""
+    recorded = manifest.query_view or (manifest.identity or {}).get("query_view")
+    view = getattr(embedder, "query_view", None)
+    actual = None if view is None else [int(view.layer), int(view.dim)]
+    if recorded is None or actual is None or list(recorded) == actual:
+        return ""
+    return f" (query view differs: the index was built with {list(recorded)}, the query encoder has {actual})"
 
 
 class ModelCheck:
@@ -130,7 +154,11 @@ class ModelCheck:
         """Check the embedder against ``manifest`` (nothing to check without one)."""
         if self.embedder is None:
             return
-        adapter = EmbedderAdapter(self.embedder, config)
+        try:
+            adapter = EmbedderAdapter(self.embedder, config)
+        except ModelMismatchError as exc:
+            detail = _query_view_difference(manifest, self.embedder)
+            raise ModelMismatchError(f"{self.folder / MANIFEST_FILE}: {exc}{detail}") from None
         check_identity(self.folder, manifest, adapter)
         adapter.learn_dims(manifest.source_dim, manifest.fine_dim)
         self.adapter = adapter

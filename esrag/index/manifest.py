@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from esrag.errors import IndexFormatError
+from esrag.index.config import QueryMapKind
 from esrag.index.rows import MAX_COARSE_ID
 from esrag.validation import is_int
 
@@ -29,6 +30,9 @@ _COUNT_FIELDS = ("source_dim", "fine_dim", "coarse_dim", "count", "next_id", "to
 _DIM_FIELDS = ("source_dim", "fine_dim", "coarse_dim")
 _OPTIONAL_FIELDS = ("esrag_version", "created_at", "version", "identity")
 """Fields a manifest may lack: the first two are informative, the last two are new in format 2."""
+_QUERY_FIELDS = ("query_view", "query_map")
+"""Fields only a shallow-query index needs (an index written before them lacks them)."""
+_VIEW_FIELDS = ("coarse_source_view", "fine_view", "query_view")
 
 
 def _esrag_version() -> str:
@@ -75,11 +79,15 @@ class Manifest:
     """Everything about the model that changes a vector (see :mod:`esrag.index.identity`);
     ``None`` in format 1, which records only the weights' fingerprint and the views.
     """
+    query_view: tuple[int, int] | None = None
+    """The queries' view (layer, dim) the index was built for (``None``: not recorded)."""
+    query_map: str | None = None
+    """``"none"``/``"ridge"`` for a shallow-query index (``query_map.json``), else ``None``."""
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON object."""
         out = dataclasses.asdict(self)
-        for name in ("coarse_source_view", "fine_view"):
+        for name in _VIEW_FIELDS:
             if out[name] is not None:
                 out[name] = list(out[name])
         return out
@@ -100,7 +108,7 @@ class Manifest:
                 f"({FORMAT_VERSION}); upgrade esrag to load it"
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        optional = _OPTIONAL_FIELDS if version == 1 else _OPTIONAL_FIELDS[:2]
+        optional = (*(_OPTIONAL_FIELDS if version == 1 else _OPTIONAL_FIELDS[:2]), *_QUERY_FIELDS)
         missing = sorted(n for n in names if n not in data and n not in optional)
         if missing:
             raise IndexFormatError(f"{path}: manifest lacks field(s) {missing}")
@@ -109,8 +117,8 @@ class Manifest:
             raise IndexFormatError(f"{path}: malformed manifest ({problem})")
         values = {k: v for k, v in data.items() if k in names}
         values["files"] = {name: FileEntry(e["sha256"], e["bytes"]) for name, e in data["files"].items()}
-        for name in ("coarse_source_view", "fine_view"):
-            if values[name] is not None:
+        for name in _VIEW_FIELDS:
+            if values.get(name) is not None:
                 values[name] = (values[name][0], values[name][1])
         return cls(**values)
 
@@ -159,6 +167,17 @@ def _version_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
+def _views_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the view fields and the query map kind, or ``None``."""
+    if data.get("query_map") not in (None, *(kind.value for kind in QueryMapKind)):
+        return f"field 'query_map' must be 'none', 'ridge' or null, got {data['query_map']!r}"
+    for name in _VIEW_FIELDS:
+        view = data.get(name)
+        if view is not None and not (isinstance(view, list) and len(view) == 2 and all(map(_is_count, view))):
+            return f"field {name!r} must be [layer, dim] or null, got {view!r}"
+    return None
+
+
 def _is_plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
@@ -179,10 +198,9 @@ def _field_problem(data: dict[str, Any]) -> str | None:
             return f"field {name!r} must be a str or null, got {data[name]!r}"
     if data["embedder_kind"] not in EMBEDDER_KINDS:
         return f"field 'embedder_kind' must be one of {list(EMBEDDER_KINDS)}, got {data['embedder_kind']!r}"
-    for name in ("coarse_source_view", "fine_view"):
-        view = data[name]
-        if view is not None and not (isinstance(view, list) and len(view) == 2 and all(map(_is_count, view))):
-            return f"field {name!r} must be [layer, dim] or null, got {view!r}"
+    problem = _views_problem(data)
+    if problem:
+        return problem
     if not isinstance(data["config"], dict):
         return f"field 'config' must be an object, got {data['config']!r}"
     return _files_problem(data["files"])

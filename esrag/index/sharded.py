@@ -18,7 +18,6 @@ cluster.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,54 +28,38 @@ import numpy as np
 
 from esrag.index import shard_states as ss
 from esrag.index import state as st
-from esrag.index._lock import RWLock
-from esrag.index.batch import (
-    DocBatch,
-    RawPart,
-    check_ids,
-    check_metadatas,
-    checked_batches,
-    encoded_parts,
-    vector_parts,
-)
+from esrag.index.batch import DocBatch
 from esrag.index.config import CascadeConfig, SearchMode
-from esrag.index.docstore import validate_filter
 from esrag.index.embedder import EmbedderAdapter
+from esrag.index.facade import IndexFacade
 from esrag.index.identity import ModelCheck, identity_fields
 from esrag.index.rebuild import LIGHT_SETTINGS, retune
 from esrag.index.results import IndexedDocument, SearchResult
-from esrag.index.search import check_queries, check_search_args
 from esrag.index.shard_store import ShardSeed, load_shards, save_shards
 from esrag.index.sharded_search import search_shards
 from esrag.index.shardset import ShardSetManifest, shard_of
-from esrag.index.transforms import FittedTransform
-from esrag.validation import (
-    check_batch_size,
-    check_dim,
-    check_int,
-    check_strings,
-    check_texts,
-    check_vectors,
-    default_shortlist,
-)
+from esrag.validation import check_dim, check_int, check_strings
 
 __all__ = ["ShardedIndex"]
 
 
-class ShardedIndex:
+def _refuse_query_layer(config: CascadeConfig) -> None:
+    if config.query_layer is not None:
+        raise ValueError(
+            "a sharded index does not support shallow queries yet (CascadeConfig.query_layer "
+            f"{config.query_layer}): build it as one CascadeIndex, or leave query_layer unset"
+        )
+
+
+class ShardedIndex(IndexFacade):
     """A cascade index split into ``shards`` shards that searches like one index."""
 
     def __init__(
         self, embedder: Any | None = None, config: CascadeConfig | None = None, *, shards: int = 2
     ) -> None:
-        if config is None:
-            config = CascadeConfig()
-        if not isinstance(config, CascadeConfig):
-            raise TypeError(f"config must be a CascadeConfig, got {type(config).__name__}")
+        super().__init__(embedder, config)
+        _refuse_query_layer(self._config)
         self.num_shards = check_int(shards, "shards", minimum=1, expected="a positive int")
-        self._config = config
-        self._adapter = EmbedderAdapter(embedder, config) if embedder is not None else None
-        self._lock = RWLock()
         self._states: list[st.IndexState] | None = None
         self._next_id = 0
         self._clean: set[int] = set()  # shards unchanged since the last save or load
@@ -100,12 +83,8 @@ class ShardedIndex:
         show_progress_bar: bool | None = None,
     ) -> ShardedIndex:
         """Encode a corpus, fit the shared coarse stage, add everything (see :meth:`CascadeIndex.build`)."""
-        texts = check_texts(texts)
-        if not texts:
-            raise ValueError("cannot build an index from an empty corpus (0 texts)")
         index = cls(embedder, config, shards=shards)
-        index.add(texts, ids, metadatas, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return index
+        return cls._filled(index, texts, ids, metadatas, batch_size, show_progress_bar)
 
     @classmethod
     def build_from_embeddings(
@@ -127,47 +106,9 @@ class ShardedIndex:
         index.add_embeddings(coarse_source, fine, ids=ids, texts=texts, metadatas=metadatas)
         return index
 
-    # ------------------------------------------------------------- properties
-    @property
-    def config(self) -> CascadeConfig:
-        """The index's settings."""
-        return self._states[0].config if self._states else self._config
-
-    @property
-    def embedder(self) -> Any | None:
-        """The embedder given at construction or load (``None`` for a vectors-only index)."""
-        return self._adapter.original if self._adapter else None
-
-    @property
-    def transform(self) -> FittedTransform | None:
-        """The shared coarse transform (``None`` until the first documents arrive)."""
-        return self._states[0].transform if self._states else None
-
-    @property
-    def source_dim(self) -> int | None:
-        """Width of the coarse source vectors (``None`` while unknown)."""
-        if self._states:
-            return self._states[0].source_dim
-        return self._adapter.source_dim if self._adapter else None
-
-    @property
-    def fine_dim(self) -> int | None:
-        """Width of the fine vectors (``None`` while unknown)."""
-        if self._states:
-            return self._states[0].fine_dim
-        return self._adapter.fine_dim if self._adapter else None
-
-    @property
-    def coarse_dim(self) -> int | None:
-        """Width of the coarse vectors after the transform (``None`` until fitted)."""
-        return self._states[0].transform.dim if self._states else None
-
-    @property
-    def same_vectors(self) -> bool:
-        """Whether one query vector feeds both stages."""
-        if self._adapter is not None:
-            return self._adapter.same_vectors
-        return self.source_dim is not None and self.source_dim == self.fine_dim
+    # ------------------------------------------------------------- the shards
+    def _head(self) -> st.IndexState | None:
+        return self._states[0] if self._states else None
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._states) if self._states else 0
@@ -190,70 +131,6 @@ class ShardedIndex:
             else:
                 out = ss.shard_stats(self._states)
             return {**out, "shards": self.num_shards}
-
-    # -------------------------------------------------------------- ingestion
-    def _require_adapter(self) -> EmbedderAdapter:
-        if self._adapter is None:
-            raise RuntimeError(
-                "this index has no embedder (built or loaded from vectors); pass embedder=... "
-                "to ShardedIndex/load(), or use add_embeddings()/search_embeddings()"
-            )
-        return self._adapter
-
-    def add(
-        self,
-        texts: Sequence[str],
-        ids: Sequence[str | None] | None = None,
-        metadatas: Sequence[dict[str, Any] | None] | None = None,
-        *,
-        batch_size: int = 64,
-        show_progress_bar: bool | None = None,
-    ) -> list[str]:
-        """Encode and upsert documents in batches; returns their ids (generated if missing)."""
-        texts = check_texts(texts)
-        doc_ids = check_ids(ids, len(texts))
-        metas = check_metadatas(metadatas, len(texts))
-        check_batch_size(batch_size)
-        if not texts:
-            return []
-        encode = functools.partial(self._require_adapter().encode_documents, batch_size=batch_size)
-        self._ingest(encoded_parts(encode, doc_ids, texts, metas, batch_size, show_progress_bar))
-        return doc_ids
-
-    def add_embeddings(
-        self,
-        coarse_source: np.ndarray,
-        fine: np.ndarray,
-        *,
-        ids: Sequence[str | None] | None = None,
-        texts: Sequence[str] | None = None,
-        metadatas: Sequence[dict[str, Any] | None] | None = None,
-    ) -> list[str]:
-        """Upsert documents from precomputed vectors (L2-normalised here)."""
-        source = check_vectors("coarse_source", coarse_source, self.source_dim)
-        n = source.shape[0]
-        fine_arr = check_vectors("fine", fine, self.fine_dim, n)
-        texts_list = check_texts(texts) if texts is not None else [""] * n
-        if len(texts_list) != n:
-            raise ValueError(f"got {len(texts_list)} texts for {n} vectors")
-        doc_ids = check_ids(ids, n)
-        metas = check_metadatas(metadatas, n)
-        self._ingest(vector_parts(doc_ids, texts_list, metas, source, fine_arr))
-        return doc_ids
-
-    def _ingest(self, parts: Iterable[RawPart]) -> None:
-        """As :meth:`CascadeIndex._ingest`, routing every batch to its shards."""
-        pending: list[DocBatch] = []
-        for batch in checked_batches(parts):
-            pending.append(batch)
-            with self._lock.write():
-                if self._states is None and sum(map(len, pending)) < self.config.train_size:
-                    continue
-                self._insert_pending(pending)
-            pending = []
-        if pending:
-            with self._lock.write():
-                self._insert_pending(pending)
 
     def _insert_pending(self, pending: list[DocBatch]) -> None:
         if self._states is None:
@@ -304,65 +181,20 @@ class ShardedIndex:
             return ss.fine_vectors_of(self._states, list(ids))
 
     # ----------------------------------------------------------------- search
-    def encode_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(coarse source, fine) query vectors from one encoder pass."""
-        return self._require_adapter().encode_queries(check_texts(queries))
-
-    def encode_query_sources(self, queries: Sequence[str]) -> np.ndarray:
-        """Coarse source query vectors only (the encoder pass stops at the coarse layer)."""
-        return self._require_adapter().encode_query_sources(check_texts(queries))
-
-    def search(
+    def _search_fitted(
         self,
-        queries: str | Sequence[str],
-        k: int = 10,
-        shortlist: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-        mode: SearchMode | str = SearchMode.CASCADE,
+        source: np.ndarray,
+        fine_q: np.ndarray | None,
+        *,
+        k: int,
+        shortlist: int,
+        filter: Mapping[str, Any] | None,
+        mode: SearchMode,
     ) -> SearchResult:
-        """Search with text queries (see :meth:`CascadeIndex.search`)."""
-        queries = [queries] if isinstance(queries, str) else check_texts(queries)
-        _, _, mode = check_search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
-        if filter is not None:
-            validate_filter(filter)
-        if not queries:
-            return SearchResult([], [])
-        if mode is SearchMode.COARSE:
-            return self.search_embeddings(
-                self.encode_query_sources(queries), None, k, shortlist, filter, mode
-            )
-        source, fine = self.encode_queries(queries)
-        return self.search_embeddings(source, fine, k, shortlist, filter, mode)
-
-    def search_embeddings(
-        self,
-        coarse_source: np.ndarray,
-        fine: np.ndarray | None,
-        k: int = 10,
-        shortlist: int | None = None,
-        filter: Mapping[str, Any] | None = None,
-        mode: SearchMode | str = SearchMode.CASCADE,
-    ) -> SearchResult:
-        """Search with precomputed query vectors (see :meth:`CascadeIndex.search_embeddings`)."""
-        k, shortlist, mode = check_search_args(
-            k, default_shortlist(shortlist, k, self.config.shortlist), mode
+        assert self._states is not None
+        return search_shards(
+            self._states, source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode, map_fn=self._map
         )
-        if filter is not None:
-            validate_filter(filter)
-        source, fine_q = check_queries(coarse_source, fine, mode, self.source_dim, self.fine_dim)
-        with self._lock.read():
-            if not self._states:
-                return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
-            return search_shards(
-                self._states,
-                source,
-                fine_q,
-                k=k,
-                shortlist=shortlist,
-                filter=filter,
-                mode=mode,
-                map_fn=self._map,
-            )
 
     def _map(self, fn: Any, shards: Iterable[int]) -> Iterable[Any]:
         if self.num_shards == 1:
@@ -390,6 +222,7 @@ class ShardedIndex:
             raise TypeError(f"reconfigure: unexpected setting(s) {unknown}; supported: {sorted(allowed)}")
         changes = {name: value for name, value in settings.items() if value is not None}
         new_cfg = self.config.replace(**changes)
+        _refuse_query_layer(new_cfg)
         with self._lock.write():
             adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
             if not self._states or (set(changes) <= LIGHT_SETTINGS and coarse_source is None):
@@ -435,7 +268,7 @@ class ShardedIndex:
         """Load a sharded folder; refuses corrupted files and a different model."""
         check = ModelCheck(Path(folder), embedder)
         states, manifest = load_shards(folder, verify=verify, mmap=mmap, check=check)
-        index = cls(None, states[0].config, shards=len(states))
+        index = cls(None, states[0].config, shards=len(states))  # refuses a query_layer config
         index._adapter = check.adapter
         index._states = states
         index._next_id = manifest.next_id

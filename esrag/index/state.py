@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from esrag.index.batch import DocBatch, concat_batches
+from esrag.index.batch import DocBatch, concat_batches, concat_query
 from esrag.index.coarse import CoarseIndex
 from esrag.index.config import CascadeConfig
 from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
 from esrag.index.fit import fit_coarse
+from esrag.index.query import QueryMap, QuerySetup, fit_query_map
 from esrag.index.results import IndexedDocument
 from esrag.index.rows import RowMap, checked_coarse_ids
 from esrag.index.transforms import FittedTransform
@@ -52,6 +53,8 @@ class IndexState:
     fine: FineStore
     docs: DocStore
     rows: RowMap
+    query_map: QueryMap | None = None
+    """How shallow queries reach the documents' spaces (``None``: queries run full depth)."""
 
     @property
     def source_dim(self) -> int:
@@ -67,13 +70,31 @@ class IndexState:
         return len(self.rows)
 
 
-def new_state(config: CascadeConfig, batches: Sequence[DocBatch], *, same_vectors: bool) -> IndexState:
-    """An empty state whose coarse stage is fitted on ``batches`` (which are not inserted)."""
+def new_state(
+    config: CascadeConfig,
+    batches: Sequence[DocBatch],
+    *,
+    same_vectors: bool,
+    query: QuerySetup | None = None,
+) -> IndexState:
+    """An empty state whose coarse stage (and, for shallow queries ``query``, query map) is
+    fitted on ``batches`` (which are not inserted).
+    """
     source, fine = concat_batches(batches)
     transform, coarse = fit_coarse(config, source, fine, same_vectors=same_vectors)
-    return IndexState(
-        config, transform, coarse, FineStore(fine.shape[1], config.fine_dtype), DocStore(), RowMap()
-    )
+    query_map = None
+    if query is not None:
+        sample = slice(0, config.train_size)
+        shallow = concat_query(batches)
+        query_map = fit_query_map(
+            query,
+            None if shallow is None else shallow[sample],
+            source[sample],
+            fine[sample],
+            ridge=config.adapter_ridge,
+        )
+    fine_store = FineStore(fine.shape[1], config.fine_dtype)
+    return IndexState(config, transform, coarse, fine_store, DocStore(), RowMap(), query_map)
 
 
 def insert(state: IndexState, batch: DocBatch, coarse_ids: np.ndarray | None = None) -> None:
@@ -163,6 +184,8 @@ def state_stats(state: IndexState) -> dict[str, Any]:
         "fine_dim": state.fine_dim,
         "fine_dtype": state.config.fine_dtype.value,
         "fine_memory_mapped": state.fine.memory_mapped,
+        "query_layer": state.query_map.layer if state.query_map is not None else None,
+        "query_map": state.query_map.kind.value if state.query_map is not None else None,
     }
 
 
@@ -179,4 +202,6 @@ def empty_stats(config: CascadeConfig, source_dim: int | None, fine_dim: int | N
         "fine_dim": fine_dim,
         "fine_dtype": config.fine_dtype.value,
         "fine_memory_mapped": False,
+        "query_layer": config.query_layer,
+        "query_map": None,
     }

@@ -17,7 +17,7 @@ import numpy as np
 from esrag._arrays import l2_normalize
 from esrag.index.config import Transform
 
-__all__ = ["FittedTransform", "fit_transform"]
+__all__ = ["FittedTransform", "fit_transform", "ridge_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,22 @@ def _top_components(cov: np.ndarray, dim: int) -> np.ndarray:
     return comps * signs
 
 
+def ridge_weights(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed-form ridge regression of ``y`` on ``x`` (both centred): ``(weights, mean_x, mean_y)``.
+
+    The prediction for ``x'`` is ``(x' - mean_x) @ weights + mean_y``; ``ridge`` is relative to
+    the mean eigenvalue of the centred ``x`` covariance (float64 throughout).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
+    xc = x - mean_x
+    gram = xc.T @ xc
+    lam = ridge * max(np.trace(gram) / x.shape[1], 1e-12)
+    weights = np.linalg.solve(gram + lam * np.eye(x.shape[1]), xc.T @ (y - mean_y))
+    return weights, mean_x, mean_y
+
+
 def fit_transform(
     kind: Transform | str,
     source: np.ndarray,
@@ -122,11 +138,7 @@ def fit_transform(
             raise ValueError(f"fine vectors must have shape ({n}, d), got {tuple(y.shape)}")
         if dim > y.shape[1]:
             raise ValueError(f"adapter dim {dim} exceeds the fine dimension {y.shape[1]}")
-        mean_y = y.mean(axis=0)
-        yc = y - mean_y
-        gram = xc.T @ xc
-        lam = ridge * max(np.trace(gram) / source_dim, 1e-12)
-        weights = np.linalg.solve(gram + lam * np.eye(source_dim), xc.T @ yc)
+        weights, _, mean_y = ridge_weights(x, y, ridge)
         mapped = xc @ weights
         comps = _top_components(mapped.T @ mapped / n, dim)
         # predicted fine vector (x - mean_x) W + mean_y, projected uncentred like ``pca``
