@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from esrag.cli._common import print_json
 
@@ -18,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``esrag train`` and print the result."""
+    """Run ``esrag train`` and print the result; with ``--strict``, exit 1 when the output is
+    the base model because no trained checkpoint beat it on the held-out slice.
+    """
     from esrag.train.cli_args import run_from_args
 
     result = run_from_args(args)
@@ -26,4 +29,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_json())
     else:
         print(result.summary())
+    if args.strict and result.kept_base:
+        print(
+            "esrag train: error: --strict: training did not beat the base model on the held-out "
+            f"slice; {result.output} holds the base model unchanged",
+            file=sys.stderr,
+        )
+        return 1
     return 0

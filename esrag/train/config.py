@@ -178,7 +178,7 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 2e-5
+    lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float | None = None
     max_grad_norm: float = 1.0
