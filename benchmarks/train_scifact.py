@@ -20,6 +20,7 @@ Usage (from the repository root; heavy: run it nice'd)::
     ESRAG_DATA=../shared/data nice python benchmarks/train_scifact.py --output runs/scifact-ese \
         --results benchmarks/results/train_scifact_default.json --export-data runs/scifact-rows.json
     ... --skip-train --output MODEL [--pooling mean]   # only evaluate an existing model
+    ... --beir runs/snli-beir --plain                  # another BEIR folder, every default
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ from esrag.train.prepare import prepare
 logger = logging.getLogger("train_scifact")
 
 
-def recipe(folder: Path, output: str, seed: int) -> TrainConfig:
-    """The README's SciFact recipe: data options only, every training knob at its default."""
+def recipe(folder: Path, output: str, seed: int, *, plain: bool = False) -> TrainConfig:
+    """The README's SciFact recipe: data options only, every training knob at its default
+    (``plain``: not even those, ``esrag train --train FOLDER --output OUTPUT``)."""
+    if plain:
+        return TrainConfig(train=(str(folder),), output=output, seed=seed, device="cpu")
     return TrainConfig(
         train=(str(folder),),
         output=output,
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("ESRAG_DATA", "../shared/data"))
     parser.add_argument("--output", default="runs/scifact-ese")
+    parser.add_argument("--beir", default=None, help="another BEIR folder (default: SciFact)")
+    parser.add_argument("--plain", action="store_true", help="no data options: every default")
     parser.add_argument("--results", default=None, help="JSON results file")
     parser.add_argument("--export-data", default=None, help="write the training rows here (for peers)")
     parser.add_argument("--skip-train", action="store_true", help="only evaluate the model in --output")
@@ -99,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-docs", type=int, default=None, help="smoke runs only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    folder = Path(args.data) / "scifact"
+    folder = Path(args.beir) if args.beir else Path(args.data) / "scifact"
     results: dict = {"args": vars(args)}
 
     base = EspressoEncoder(device="cpu")
     results["before"] = evaluate(*embed(base, folder, args.cache, args.limit_docs))
     del base
 
-    config = recipe(folder, args.output, args.seed)
+    config = recipe(folder, args.output, args.seed, plain=args.plain)
     if args.export_data:
         results["exported"] = export_rows(config, Path(args.export_data))
     if not args.skip_train:

@@ -177,3 +177,16 @@ def test_paired_noise_is_the_standard_error_of_the_difference() -> None:
     cos, other = list(gold + rng.normal(0, 8, 30)), list(gold + rng.normal(0, 8, 30))
     assert paired_noise([scored], {"t": cos}, {"t": cos}) == 0.0
     assert 0.0 < paired_noise([scored], {"t": cos}, {"t": other}) < 0.5
+
+
+def test_the_full_view_is_always_scored_last(tiny_encoder: object) -> None:
+    from esrag.encoder import View
+    from esrag.train import TrainConfig
+    from esrag.train.objective import eval_views
+
+    cfg = TrainConfig(train=("x",), output="o", eval_views=("3:32", "2:8", "1:16"))
+    assert eval_views(cfg, tiny_encoder) == [View(2, 8), View(1, 16), View(3, 32)]  # type: ignore[arg-type]
+    assert eval_views(TrainConfig(train=("x",), output="o", compress_dim=8), tiny_encoder) == [  # type: ignore[arg-type]
+        View(2, 8),
+        View(3, 32),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from esrag.cli._common import print_json
@@ -24,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from esrag.train.cli_args import run_from_args
 
+    if not getattr(args, "verbose", 0):  # the settings, evaluations and verdict are the command's output
+        logging.getLogger("esrag.train.trainer").setLevel(logging.INFO)
     result = run_from_args(args)
     if args.json:
         print_json(result.to_json())

@@ -66,12 +66,16 @@ def trained_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
 
 
 def eval_views(config: TrainConfig, encoder: EspressoEncoder) -> list[View]:
-    """``config.eval_views`` checked against the model, else (layer 2 at ``compress_dim``, full)."""
-    if config.eval_views:
-        views = [parse_view(v) for v in config.eval_views]
-        return validate_views(views, encoder.num_layers, encoder.hidden_size)
-    coarse = View(min(2, encoder.num_layers), min(config.compress_dim, encoder.hidden_size))
+    """The views held-out selection scores, the full view last (it is always scored):
+    ``config.eval_views`` checked against the model, else layer 2 at ``compress_dim``.
+    """
     full = View(encoder.num_layers, encoder.hidden_size)
+    if config.eval_views:
+        views = validate_views(
+            [parse_view(v) for v in config.eval_views], encoder.num_layers, encoder.hidden_size
+        )
+        return [*dict.fromkeys(v for v in views if v != full), full]
+    coarse = View(min(2, encoder.num_layers), min(config.compress_dim, encoder.hidden_size))
     return [coarse, full] if coarse != full else [full]
 
 
