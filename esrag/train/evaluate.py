@@ -104,6 +104,21 @@ class SliceScores:
     shallow: float | None
     items: dict[str, list[float]]
 
+    def result(self, noise: float) -> dict[str, float]:
+        """The scores as selection and checkpoints keep them: ``score`` and ``full`` (the full
+        view), ``noise`` (its standard error against the base), ``shallow``, every value.
+        """
+        out = {"score": self.full, "full": self.full, "noise": noise}
+        if self.shallow is not None:
+            out["shallow"] = self.shallow
+        out.update(self.values)
+        return out
+
+    def describe(self, noise: float) -> str:
+        """One line for the log."""
+        shallow = "" if self.shallow is None else f", shallow views {self.shallow:.4f}"
+        return f"full view {self.full:.4f} (± {noise:.4f} vs base){shallow}"
+
 
 def _retrieval(
     encoder: EspressoEncoder, part: RetrievalSlice, views: Sequence[View], batch_size: int

@@ -63,6 +63,9 @@ class Progress:
     running: float | None = None
     updating: bool = False
     selection: Selection = field(default_factory=Selection)
+    step_seconds: float = 0.0  # wall time inside optimisation steps, this process only
+    step_cpu_seconds: float = 0.0  # CPU time inside optimisation steps, this process only
+    steps_timed: int = 0
 
     @classmethod
     def start(cls, saved: TrainState | None, compress: CompressLoss | None) -> Progress:
@@ -149,6 +152,8 @@ class Run:
             kept_base=verdict is not None and verdict.kept_base,
             report=() if verdict is None else verdict.lines,
             settings=self.settings.lines,
+            seconds_per_step=p.step_seconds / p.steps_timed if p.steps_timed else None,
+            cpu_seconds_per_step=p.step_cpu_seconds / p.steps_timed if p.steps_timed else None,
         )
 
 

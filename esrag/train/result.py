@@ -14,7 +14,9 @@ class TrainResult:
 
     ``base_eval``: the base model's held-out scores (step 0); ``kept_base``: no trained
     checkpoint beat it, so the output is the base model; ``report``: the closing lines on
-    base vs selected; ``settings``: how steps, warmup, max length and evaluation were chosen.
+    base vs selected; ``settings``: how steps, warmup, max length and evaluation were chosen;
+    ``seconds_per_step`` / ``cpu_seconds_per_step``: wall and CPU time of one optimisation
+    step (forward, backward, update; no evaluation or checkpoint), this process's steps.
     """
 
     output: str
@@ -35,6 +37,8 @@ class TrainResult:
     kept_base: bool = False
     report: tuple[str, ...] = ()
     settings: tuple[str, ...] = field(default_factory=tuple)
+    seconds_per_step: float | None = None
+    cpu_seconds_per_step: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Every field, JSON-ready."""

@@ -260,6 +260,7 @@ class Trainer:
         clipping, optimizer, scaler and schedule; returns the step's loss parts.
         """
         cfg, p = self.config, run.progress
+        wall, cpu = time.perf_counter(), time.process_time()
         parts: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             batch = run.plan.micro_batch(p.step * cfg.grad_accum + micro)
@@ -278,6 +279,9 @@ class Trainer:
         p.step += 1
         p.final_loss = parts["loss"]
         p.running = p.final_loss if p.running is None else 0.9 * p.running + 0.1 * p.final_loss
+        p.step_seconds += time.perf_counter() - wall
+        p.step_cpu_seconds += time.process_time() - cpu
+        p.steps_timed += 1
         return parts
 
     def _end_step(self, run: Run, parts: dict[str, float]) -> None:
@@ -336,19 +340,9 @@ class Trainer:
             enc.model.train()
         base = run.progress.selection.base
         noise = 0.0 if base is None else self._noise(scores.items, base.items)
-        result = {"score": scores.full, "full": scores.full, "noise": noise}
-        if scores.shallow is not None:
-            result["shallow"] = scores.shallow
-        result.update(scores.values)
         self._last_items = scores.items
-        logger.info(
-            "step %d: held-out full view %.4f (± %.4f vs base)%s",
-            step,
-            scores.full,
-            noise,
-            "" if scores.shallow is None else f", shallow views {scores.shallow:.4f}",
-        )
-        return result
+        logger.info("step %d: held-out %s", step, scores.describe(noise))
+        return scores.result(noise)
 
     def _select(
         self, run: Run, result: dict[str, float], items: dict[str, list[float]] | None = None
