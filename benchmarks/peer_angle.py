@@ -22,26 +22,15 @@ and CPU-seconds of the training are written to ``<output>/peer_timing.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import sys
-import time
-from pathlib import Path
 
-
-def _cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+from _peers import parser, read_rows, timed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", required=True, help="train_scifact.py --export-data output")
-    parser.add_argument("--base", required=True, help="the base model folder")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--compile", action="store_true", help="keep AnglE's torch.compile")
-    args = parser.parse_args(argv)
+    options = parser(__doc__.split("\n\n")[0])
+    options.add_argument("--compile", action="store_true", help="keep AnglE's torch.compile")
+    args = options.parse_args(argv)
 
     import torch
     from angle_emb import AnglE
@@ -49,16 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.compile:
         torch.compile = lambda model, *a, **k: model  # type: ignore[assignment]
-    info = json.loads(Path(args.rows).read_text())
-    rows = info["rows"]
-    columns = {"query": [r["anchor"] for r in rows], "positive": [r["positive"] for r in rows]}
-    if all("negative" in r for r in rows):
-        columns["negative"] = [r["negative"] for r in rows]
+    info, columns = read_rows(args.rows, ("query", "positive", "negative"))
     dataset = Dataset.from_dict(columns)
     torch.manual_seed(42)
     angle = AnglE(args.base, max_length=info["max_length"], pooling_strategy="avg", device="cpu")
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    angle.fit(
+    fit = lambda: angle.fit(  # noqa: E731
         train_ds=dataset,
         output_dir=args.output,
         batch_size=info["batch_size"],
@@ -70,14 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer_kwargs={"ese_compression_size": 64, "ese_kl_temperature": 1.0},
         apply_ese=True,
     )
-    timing = {
-        "steps": info["steps"],
-        "wall_seconds": time.perf_counter() - started,
-        "cpu_seconds": _cpu_seconds() - cpu,
-    }
-    timing["seconds_per_step"] = timing["wall_seconds"] / info["steps"]
-    (Path(args.output) / "peer_timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-    print(json.dumps(timing))
+    timed(info["steps"], args.output, fit)
     return 0
 
 

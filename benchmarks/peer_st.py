@@ -19,26 +19,16 @@ CPU-seconds of the training are written to ``<output>/peer_timing.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import sys
-import time
 from pathlib import Path
 
-
-def _cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+from _peers import parser, read_rows, timed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", required=True, help="train_scifact.py --export-data output")
-    parser.add_argument("--base", required=True, help="the base model folder")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--loss", choices=["2d", "adaptive"], default="2d")
-    args = parser.parse_args(argv)
+    options = parser(__doc__.split("\n\n")[0])
+    options.add_argument("--loss", choices=["2d", "adaptive"], default="2d")
+    args = options.parse_args(argv)
 
     import torch
     from datasets import Dataset
@@ -54,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from sentence_transformers.training_args import BatchSamplers
 
-    info = json.loads(Path(args.rows).read_text())
-    rows = info["rows"]
-    columns = {"anchor": [r["anchor"] for r in rows], "positive": [r["positive"] for r in rows]}
-    if all("negative" in r for r in rows):
-        columns["negative"] = [r["negative"] for r in rows]
+    info, columns = read_rows(args.rows, ("anchor", "positive", "negative"))
     dataset = Dataset.from_dict(columns)
     torch.manual_seed(42)
     model = SentenceTransformer(args.base, device="cpu")
@@ -82,17 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu=True,
     )
     trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=dataset, loss=loss)
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    trainer.train()
-    timing = {
-        "steps": info["steps"],
-        "wall_seconds": time.perf_counter() - started,
-        "cpu_seconds": _cpu_seconds() - cpu,
-    }
-    timing["seconds_per_step"] = timing["wall_seconds"] / info["steps"]
+    timed(info["steps"], args.output, trainer.train)
     model.save(args.output)
-    (Path(args.output) / "peer_timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-    print(json.dumps(timing))
     return 0
 
 

@@ -19,7 +19,7 @@ from esrag.train.data import load_source, load_sources
 from esrag.train.defaults import resolve
 from esrag.train.negatives import mine_negatives
 from esrag.train.prepare import prepare
-from tests.test_train_trainer import WORDS, model_dir
+from tests.test_train_trainer import WORDS, model_dir, tiny_config
 
 __all__ = ["model_dir"]  # the fixture, shared with the trainer's tests
 
@@ -50,21 +50,7 @@ def _noise_pairs(count: int, seed: int) -> list[dict]:
 
 
 def _config(base: Path, data: Path, output: Path, **kwargs: object) -> TrainConfig:
-    values: dict[str, object] = dict(
-        train=(str(data),),
-        output=str(output),
-        base=str(base),
-        batch_size=8,
-        compress_dim=8,
-        max_steps=6,
-        lr=1e-3,
-        save_every=0,
-        device="cpu",
-        show_progress=False,
-        log_every=1,
-    )
-    values.update(kwargs)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    return tiny_config(base, data, output, **{"save_every": 0, **kwargs})
 
 
 def _weights(folder: str | Path) -> dict[str, torch.Tensor]:
