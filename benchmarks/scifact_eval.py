@@ -38,8 +38,11 @@ def evaluate(
     doc_ids: list[str],
     query_ids: list[str],
     qrels: dict[str, dict[str, int]],
+    *,
+    quick: bool = False,
 ) -> dict[str, dict]:
-    """{"L:D": {"flat": nDCG@10, "cascade": nDCG@10, "retention": cascade/full}}."""
+    """{"L:D": {"flat": nDCG@10, "cascade": nDCG@10, "retention": cascade/full}}
+    (``quick``: only layers 2 and 6 at 64/384 dims, the transforms at 64 on layer 2)."""
     full_q = view_of(query_emb, LAYERS, 6, 384)
     full_d = view_of(doc_emb, LAYERS, 6, 384)
     full_scores = full_q @ full_d.T
@@ -63,17 +66,18 @@ def evaluate(
         }
 
     table: dict[str, dict] = {}
-    for layer in LAYERS:
-        for dim in DIMS:
+    layers, dims = ([2, 6], [64, 384]) if quick else (LAYERS, DIMS)
+    for layer in layers:
+        for dim in dims:
             table[f"{layer}:{dim}"] = row(
                 view_of(query_emb, LAYERS, layer, dim) @ view_of(doc_emb, LAYERS, layer, dim).T
             )
     # corpus-fitted coarse transforms (what ``esrag build --transform`` uses) on each layer
-    for layer in LAYERS:
+    for layer in [2] if quick else LAYERS:
         source_d = view_of(doc_emb, LAYERS, layer, 384)
         source_q = view_of(query_emb, LAYERS, layer, 384)
         for kind in (Transform.PCA, Transform.ADAPTER):
-            for dim in (32, 64):
+            for dim in (64,) if quick else (32, 64):
                 fitted = fit_transform(kind, source_d, dim, fine=full_d)
                 table[f"{layer}:{dim}:{kind.value}"] = row(fitted(source_q) @ fitted(source_d).T)
     return table

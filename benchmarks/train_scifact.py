@@ -103,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="embedding cache folder")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit-docs", type=int, default=None, help="smoke runs only")
+    parser.add_argument("--quick", action="store_true", help="score only the headline views")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     folder = Path(args.beir) if args.beir else Path(args.data) / "scifact"
     results: dict = {"args": vars(args)}
 
     base = EspressoEncoder(device="cpu")
-    results["before"] = evaluate(*embed(base, folder, args.cache, args.limit_docs))
+    results["before"] = evaluate(*embed(base, folder, args.cache, args.limit_docs), quick=args.quick)
     del base
 
     config = recipe(folder, args.output, args.seed, plain=args.plain)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s", result.summary())
 
     trained = EspressoEncoder(args.output, device="cpu", pooling=args.pooling)
-    results["after"] = evaluate(*embed(trained, folder, args.cache, args.limit_docs))
+    results["after"] = evaluate(*embed(trained, folder, args.cache, args.limit_docs), quick=args.quick)
     results["headline"] = {"before": headline(results["before"]), "after": headline(results["after"])}
     print_table(results["before"], results["after"])
     print(json.dumps(results["headline"], indent=2))
