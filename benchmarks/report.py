@@ -2,9 +2,12 @@
 
 Usage: python benchmarks/report.py [--results benchmarks/results]
 
-Reads ``train_sts.json`` (and its ablations ``train_sts_no_express.json``,
-``train_sts_no_compress.json``) and ``train_scifact.json`` (with ``train_scifact_no_*.json``),
-written by ``benchmarks/train_sts.py`` and ``benchmarks/train_scifact.py``; a missing file is
+Reads ``train_scifact_default.json``, ``peer_st_scifact.json`` and ``peer_angle_scifact.json``
+(the current trainer and its peers; ``benchmarks/train_scifact.py``, ``peer_st.py``,
+``peer_angle.py``), then the earlier recipe's ``train_sts.json`` (and its ablations
+``train_sts_no_express.json``, ``train_sts_no_compress.json``) and ``train_scifact.json``
+(with ``train_scifact_no_*.json``), written by ``benchmarks/train_sts.py`` and the earlier
+``benchmarks/train_scifact.py``; a missing file is
 skipped. Nothing is computed here beyond ratios of the stored figures.
 """
 
@@ -86,10 +89,59 @@ def ablation_table(folder: Path) -> list[str]:
     return lines
 
 
+PEERS = (
+    ("train_scifact_default", "esrag, defaults (the README recipe)"),
+    ("peer_st_scifact", "sentence-transformers: MNRL in Matryoshka2dLoss"),
+    ("peer_angle_scifact", "angle_emb AngleESETrainer (ESE, compression 64)"),
+)
+
+
+def _timing(run: dict[str, Any]) -> str:
+    train = run.get("train") or run.get("peer_timing") or {}
+    per_step = train.get("cpu_seconds_per_step")
+    wall = train.get("wall_seconds", train.get("seconds"))
+    cpu = train.get("process_cpu_seconds", train.get("cpu_seconds"))
+    cells = [
+        "—" if per_step is None else f"{per_step:.1f}",
+        "—" if wall is None else f"{wall:.0f}",
+        "—" if cpu is None else f"{cpu:.0f}",
+    ]
+    return " | ".join(cells)
+
+
+def peer_table(folder: Path) -> list[str]:
+    """SciFact test: base, esrag's default run and the peers on the same rows, steps and batch."""
+    lines = [
+        "| run | full nDCG@10 | L2/64 alone | L2/64 `prefix` cascade | L2/64 `adapter` cascade "
+        "| CPU-s / step | wall s | CPU-s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    first = next((r for name, _ in PEERS if (r := _load(folder, name))), None)
+    if first is not None:
+        b = first["headline"]["before"]
+        lines.append(
+            f"| base (untrained) | {b['full']:.3f} | {b['l2_64_flat']:.3f} | "
+            f"{b['l2_64_prefix_retention']:.1%} | {b['l2_64_adapter_retention']:.1%} | — | — | — |"
+        )
+    for name, label in PEERS:
+        run = _load(folder, name)
+        if run is None:
+            lines.append(f"| {label} | not run | | | | | | |")
+            continue
+        a = run["headline"]["after"]
+        lines.append(
+            f"| {label} | {a['full']:.3f} | {a['l2_64_flat']:.3f} | {a['l2_64_prefix_retention']:.1%} | "
+            f"{a['l2_64_adapter_retention']:.1%} | {_timing(run)} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
+    print("SciFact test, esrag's defaults vs its peers on the same budget:\n")
+    print("\n".join(peer_table(args.results)) + "\n")
     sts = _load(args.results, "train_sts")
     if sts:
         print(f"STS-B test, before → after ({_train_cost(sts)}):\n")

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import torch
 
 from esrag._io import atomic_folder, atomic_write_json, recover_folder
 from esrag.train.config import TrainConfig
+from esrag.train.selection import Selection
 
 __all__ = [
     "BEST",
@@ -42,6 +43,7 @@ __all__ = [
     "read_checkpoint",
     "read_state",
     "repair_best",
+    "resume_point",
     "step_folder",
     "write_best",
     "write_checkpoint",
@@ -102,6 +104,9 @@ class TrainState:
     ``optimizer``, ``scheduler`` and ``scaler`` are the objects' ``state_dict()`` (``scaler``
     is None for a checkpoint written without one); ``pca`` is the running-PCA state of
     learn-to-compress (empty without it). ``history`` holds the run's logged records.
+    ``selection`` is where held-out selection stands (base, best, early-stopping count),
+    ``holdout`` the held-out anchors (None in checkpoints written before they were kept),
+    ``negatives`` the mined hard negatives (document positions per source).
     """
 
     step: int
@@ -115,6 +120,9 @@ class TrainState:
     scaler: dict[str, Any] | None
     rng: RngState
     pca: dict[str, torch.Tensor] = field(default_factory=dict)
+    selection: Selection = field(default_factory=Selection)
+    holdout: tuple[str, ...] | None = None
+    negatives: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def last_loss(self) -> float | None:
@@ -204,6 +212,13 @@ def write_state(folder: Path, encoder: Any, state: TrainState) -> Path:
         "best": None if state.best is None else state.best.to_json(),
         "last_eval": state.last_eval,
     }
+    # newer entries only when set, so a run without them writes the layout older versions read
+    if state.selection != Selection():
+        record["selection"] = state.selection.to_json()
+    if state.holdout is not None:
+        record["holdout"] = list(state.holdout)
+    if state.negatives:
+        record["negatives"] = state.negatives
     return write_checkpoint(folder, encoder, tensors, record)
 
 
@@ -224,7 +239,35 @@ def read_state(folder: Path) -> TrainState:
         scaler=tensors.get("scaler"),
         rng=RngState(_need(tensors, "rng_cpu", tensors_at), None if cuda is None else tuple(cuda)),
         pca=dict(tensors.get("pca") or {}),
+        selection=Selection.from_json(record.get("selection")),
+        holdout=None if record.get("holdout") is None else tuple(record["holdout"]),
+        negatives={str(k): [int(x) for x in v] for k, v in (record.get("negatives") or {}).items()},
     )
+
+
+def resume_point(
+    root: Path, config: TrainConfig, check: Callable[..., None]
+) -> tuple[Path | None, TrainState | None]:
+    """Where a run with ``config`` starts: nothing (``resume`` off: our old checkpoints under
+    ``root`` are deleted after ``check(root, resume=False)`` passes) or the newest checkpoint
+    and its state, whose config must match ``config``.
+    """
+    if not config.resume and root.exists():
+        check(root, resume=config.resume)  # again, just before deleting: only ever delete our own
+        logger.warning("resume is off: deleting old checkpoints in %s", root)
+        shutil.rmtree(root)
+    resume_from = latest_checkpoint(root) if config.resume else None
+    if resume_from is None:
+        return None, None
+    saved = read_state(resume_from)
+    changed = config.differences(saved.config)
+    if changed:
+        raise ValueError(
+            f"{resume_from} was written with a different configuration "
+            f"({', '.join(changed)} differ); use the same options to resume, another "
+            f"--output, or resume=False (--no-resume) to start over"
+        )
+    return resume_from, saved
 
 
 def _need(data: Mapping[str, Any], name: str, path: Path) -> Any:

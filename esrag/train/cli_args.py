@@ -29,6 +29,19 @@ _HELP = {
     "layers": "shallow layers to train (repeatable; default all)",
     "prefix_dims": "extra base-loss prefix widths (repeatable; not in the ESE paper)",
     "score_range": "declared LOW HIGH range of scores; rows outside it are errors",
+    "eval_fraction": "share of the distinct training queries held out for selection "
+    "(default: 10%%, at most 300, when that gives at least 20)",
+    "eval_every": "evaluate every N steps (0: only at the end; default about 6 per run)",
+    "eval_docs": "documents the held-out queries are ranked against (the corpus, sampled to this)",
+    "early_stopping": "stop after N evaluations without improvement (0: never)",
+    "strict": "exit non-zero when no trained checkpoint beats the base model on the held-out slice",
+    "min_grade": "BEIR judgments of at least this grade are training pairs; lower ones are masked",
+    "hard_negatives": "mine one hard negative per pair with the base model",
+    "negative_skip": "mined negatives skip this many top-ranked documents",
+    "negative_depth": "mined negatives come from the top N documents",
+    "epochs": "passes over the data (default: from the data's size)",
+    "max_length": "tokens per text while training (default: from the data's token lengths)",
+    "warmup_ratio": "share of the steps with linear warmup (default 10%%, at most 100 steps)",
 }
 _REPEATED = {"train", "eval", "where", "eval_views", "layers", "prefix_dims"}
 

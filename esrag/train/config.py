@@ -69,12 +69,20 @@ _ENUMS: dict[str, type[enum.Enum]] = {
     "pca": PcaMode,
     "express_reduction": ExpressReduction,
 }
+_INT_MINIMUMS = {
+    **dict.fromkeys(("batch_size", "grad_accum", "compress_dim", "keep_checkpoints", "log_every"), 1),
+    **dict.fromkeys(("min_grade", "negative_depth", "eval_docs", "max_steps", "max_examples"), 1),
+    **dict.fromkeys(("save_every", "seed", "negative_skip", "early_stopping", "eval_every"), 0),
+    "max_length": 2,
+}
+_OPTIONAL_INTS = frozenset({"max_steps", "max_examples", "max_length", "eval_every"})
+_AUTO = frozenset({"epochs", "warmup_ratio", "eval_fraction"})  # None: chosen from the data
 _STR_TUPLES = ("train", "eval", "eval_views", "where")
 _INT_TUPLES = ("layers", "prefix_dims")
 
 # Fields that may change between an interrupted run and its resumption.
 RESUME_IGNORED_FIELDS = frozenset(
-    {"show_progress", "log_every", "resume", "device", "checkpoint_dir", "output"}
+    {"show_progress", "log_every", "resume", "device", "checkpoint_dir", "output", "strict"}
 )
 
 
@@ -95,19 +103,35 @@ class TrainConfig:
         where: row filters ``"column=value"`` applied to file and hub sources.
         split: BEIR qrels split, or hub split (default ``train``).
         max_examples: cap per source (a seeded random sample).
-        eval: explicit held-out sources; else ``eval_fraction`` of the training rows is held
-            out (whole anchors at a time, so no query is in both).
-        eval_every: evaluate every N optimizer steps (0: only at the end); the best
-            evaluation's checkpoint becomes the output.
+        min_grade: BEIR judgments of at least this grade become training pairs; judged
+            documents of a lower positive grade are neither positives nor negatives (masked
+            out of the in-batch negatives and never mined as hard negatives).
+        hard_negatives: mine one hard negative per pair with the base model: a seeded random
+            pick among the dense top ``negative_depth`` documents of the anchor, skipping the
+            first ``negative_skip`` ranks (likely unjudged positives) and every judged one.
+    Held-out selection (see :mod:`esrag.train.selection`)
+        eval: explicit held-out sources; else ``eval_fraction`` of the distinct training
+            anchors (whole queries) is held out. ``None`` (default): 10% of them, at most 300
+            and only when that gives at least 20; never from label-free mined pairs.
+        eval_every: evaluate every N optimizer steps (0: only at the end; ``None``: about
+            six evaluations per run); the selected checkpoint becomes the output.
         eval_views: ``"layer:dim"`` views to score; default the shallowest trained layer
-            ≥ 2 at ``compress_dim`` and the full last layer; the score is their mean.
+            ≥ 2 at ``compress_dim``; the full view is always scored.
+        eval_docs: documents the held-out queries are ranked against: the source's whole
+            corpus up to this many (every judged document, then a seeded random sample).
+        early_stopping: stop after this many evaluations that neither choose a new
+            checkpoint nor raise the best full-view score (0: never).
+        strict: a run whose selected checkpoint is the base model (training did not beat
+            it on the held-out slice) is an error for ``esrag train`` (non-zero exit).
     Model
         base: model folder or name (default all-MiniLM-L6-v2, offline); max_length: tokens
-            per text while training (default the encoder's); pooling: mean/cls override.
+            per text while training (default from the data, see :mod:`esrag.train.defaults`);
+            pooling: mean/cls override.
     Optimisation
-        epochs (fractional allowed) or max_steps; batch_size (texts per anchor side);
-        grad_accum; lr; weight_decay; warmup_ratio (linear warmup, then linear decay);
-        max_grad_norm; precision; gradient_checkpointing; seed; device.
+        epochs (fractional allowed) or max_steps (default: from the data's size); batch_size
+        (texts per anchor side); grad_accum; lr; weight_decay; warmup_ratio (linear warmup,
+        then linear decay; default 10% of the steps, at most 100); max_grad_norm;
+        precision; gradient_checkpointing; seed; device.
     Loss (see :mod:`esrag.train.losses`)
         scale: cosine scale (1/τ) of InfoNCE and CoSENT. express: train shallow layers
         (weights 1/(1+ln i)), express_weight, express_reduction, kl_weight and
@@ -135,21 +159,28 @@ class TrainConfig:
     where: tuple[str, ...] = ()
     split: str = "train"
     max_examples: int | None = None
+    min_grade: int = 1
+    hard_negatives: bool = False
+    negative_skip: int = 3
+    negative_depth: int = 30
     eval: tuple[str, ...] = ()
-    eval_fraction: float = 0.0
-    eval_every: int = 0
+    eval_fraction: float | None = None
+    eval_every: int | None = None
     eval_views: tuple[str, ...] = ()
+    eval_docs: int = 1000
+    early_stopping: int = 3
+    strict: bool = False
     # model
     max_length: int | None = None
     pooling: str | None = None
     # optimisation
-    epochs: float = 1.0
+    epochs: float | None = None
     max_steps: int | None = None
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 2e-5
+    lr: float = 5e-5
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    warmup_ratio: float | None = None
     max_grad_norm: float = 1.0
     precision: Precision = Precision.AUTO
     gradient_checkpointing: bool = False
@@ -208,15 +239,17 @@ class TrainConfig:
                 raise ValueError(f"where entries must look like 'column=value', got {item!r}")
         self._check_numbers()
 
+    def _check_ints(self) -> None:
+        for name, minimum in _INT_MINIMUMS.items():
+            if getattr(self, name) is not None or name not in _OPTIONAL_INTS:
+                _check_int(name, getattr(self, name), minimum)
+        if self.negative_depth <= self.negative_skip:
+            raise ValueError(
+                f"negative_depth ({self.negative_depth}) must exceed negative_skip ({self.negative_skip})"
+            )
+
     def _check_numbers(self) -> None:
-        positive_ints = ("batch_size", "grad_accum", "compress_dim", "keep_checkpoints", "log_every")
-        for name in positive_ints:
-            _check_int(name, getattr(self, name), 1)
-        for name in ("eval_every", "save_every", "seed"):
-            _check_int(name, getattr(self, name), 0)
-        for name in ("max_steps", "max_examples", "max_length"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1 if name != "max_length" else 2)
+        self._check_ints()
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: in-batch negatives need company")
         checks: dict[str, Callable[[float], bool]] = {
@@ -236,6 +269,8 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             value = getattr(self, name)
+            if value is None and name in _AUTO:
+                continue
             if not is_number(value) or not ok(value):
                 raise ValueError(f"{name} has an invalid value {value!r}")
         for name in ("layers", "prefix_dims"):

@@ -12,14 +12,24 @@ from __future__ import annotations
 import logging
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from esrag.data import DataError, load_beir
 from esrag.train.columns import corpus_documents, table_examples
 from esrag.train.config import CorpusPairs, DataKind, TrainConfig
 from esrag.train.examples import Examples
+from esrag.train.holdout import holdout_count, pick_anchors, split_by_anchors, split_sources
 
-__all__ = ["Examples", "load_source", "load_training_data", "mine_pairs", "split_holdout"]
+__all__ = [
+    "Examples",
+    "check_training_sources",
+    "load_source",
+    "load_sources",
+    "load_training_data",
+    "mine_pairs",
+    "split_holdout",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +63,7 @@ def mine_pairs(docs: list[tuple[str, str]], how: CorpusPairs, *, seed: int, sour
     if not anchors:
         raise DataError(source, None, f"no {how.value} pairs could be mined from {len(docs)} documents")
     logger.info("%s: mined %d %s pairs from %d documents", source, len(anchors), how.value, len(docs))
-    return Examples(source=f"{source} ({how.value} pairs)", anchors=anchors, positives=positives)
+    return Examples(source=f"{source} ({how.value} pairs)", anchors=anchors, positives=positives, mined=True)
 
 
 def _corpus_examples(source: str, config: TrainConfig) -> Examples:
@@ -62,30 +72,57 @@ def _corpus_examples(source: str, config: TrainConfig) -> Examples:
 
 
 def _beir_examples(source: str, config: TrainConfig) -> list[Examples]:
+    """(query, document) rows for judgments of grade >= ``min_grade``, every judgment kept
+    in ``judged`` (lower grades are masked, not negatives), the corpus attached.
+    """
     if config.split == "test":
         logger.warning("%s: training on the TEST qrels; never evaluate on them afterwards", source)
     data = load_beir(source, config.split)
     anchors, positives = [], []
-    for qid, judged in data.qrels.items():
+    judged: dict[str, dict[str, int]] = {}
+    for qid, grades in data.qrels.items():
         query = data.queries[qid]
         if not query.strip():
             raise DataError(
                 Path(source) / "queries.jsonl", None, f"query {qid!r} has an empty text", field="text"
             )
-        for doc_id, grade in judged.items():
+        for doc_id, grade in grades.items():
             doc = data.corpus.get(doc_id)
             if grade > 0 and doc is not None and doc.full_text:
-                anchors.append(query)
-                positives.append(doc.full_text)
+                judged.setdefault(query, {})[doc.full_text] = grade
+                if grade >= config.min_grade:
+                    anchors.append(query)
+                    positives.append(doc.full_text)
     if not anchors:
+        where = Path(source) / "qrels" / f"{config.split}.tsv"
+        if not judged:
+            raise DataError(where, None, "no positive judgments to train on")
+        top = max(g for grades in judged.values() for g in grades.values())
         raise DataError(
-            Path(source) / "qrels" / f"{config.split}.tsv", None, "no positive judgments to train on"
+            where, None, f"no judgments of grade >= min_grade {config.min_grade} to train on (highest: {top})"
         )
-    out = [Examples(source=f"{source} (qrels {config.split})", anchors=anchors, positives=positives)]
-    logger.info("%s: %d (query, document) pairs from qrels/%s.tsv", source, len(anchors), config.split)
+    corpus = [text for text in data.doc_texts() if text]
+    out = [
+        Examples(
+            source=f"{source} (qrels {config.split})",
+            anchors=anchors,
+            positives=positives,
+            judged=judged,
+            corpus=corpus,
+        )
+    ]
+    logger.info(
+        "%s: %d (query, document) pairs of grade >= %d from qrels/%s.tsv (%d queries)",
+        source,
+        len(anchors),
+        config.min_grade,
+        config.split,
+        len(set(anchors)),
+    )
     if config.corpus_pairs is not CorpusPairs.NONE:
         docs = [(doc.title, doc.text) for doc in data.corpus.values()]
-        out.append(mine_pairs(docs, config.corpus_pairs, seed=config.seed, source=source))
+        mined = mine_pairs(docs, config.corpus_pairs, seed=config.seed, source=source)
+        out.append(replace(mined, corpus=corpus))
     return out
 
 
@@ -127,25 +164,34 @@ def _sample(examples: Examples, limit: int, seed: int) -> Examples:
 
 def split_holdout(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
     """Hold out ``fraction`` of the distinct anchors (all their rows) for evaluation."""
-    distinct = sorted(set(examples.anchors))
-    random.Random(seed).shuffle(distinct)
-    held = set(distinct[: max(1, round(fraction * len(distinct)))])
-    train = [i for i, a in enumerate(examples.anchors) if a not in held]
-    evaluation = [i for i, a in enumerate(examples.anchors) if a in held]
-    return examples.select(train), examples.select(evaluation)
+    held = pick_anchors(examples, holdout_count(len(set(examples.anchors)), max(fraction, 1e-12)), seed)
+    return split_by_anchors(examples, held)
 
 
-def load_training_data(config: TrainConfig) -> tuple[list[Examples], list[Examples]]:
-    """(train, eval) examples of a config; eval from ``config.eval`` or a held-out fraction."""
+def load_sources(config: TrainConfig) -> tuple[list[Examples], list[Examples]]:
+    """(training sources, explicit ``eval`` sources) as loaded, before any holdout."""
     train = [ex for source in config.train for ex in load_source(source, config)]
     evaluation = [ex for source in config.eval for ex in load_source(source, config)]
-    if not evaluation and config.eval_fraction > 0:
-        pairs = [split_holdout(ex, config.eval_fraction, config.seed) for ex in train]
-        train = [t for t, _ in pairs]
-        evaluation = [e for _, e in pairs if len(e) >= 2]
+    return train, evaluation
+
+
+def check_training_sources(train: list[Examples]) -> None:
+    """Every training source needs two rows for in-batch negatives."""
     for ex in train:
         if len(ex) < 2:
             raise DataError(
                 ex.source, None, f"only {len(ex)} training row(s); in-batch training needs at least 2"
             )
+
+
+def load_training_data(config: TrainConfig) -> tuple[list[Examples], list[Examples]]:
+    """(train, eval) examples of a config: eval from ``config.eval``, else the held-out
+    anchors of :func:`esrag.train.holdout.split_sources` (``eval_fraction``; ``None``: the
+    automatic rule).
+    """
+    train, evaluation = load_sources(config)
+    if not evaluation:
+        split = split_sources(train, config.eval_fraction, config.seed)
+        train, evaluation = split.train, [e for e in split.held if len(e) >= 2]
+    check_training_sources(train)
     return train, evaluation

@@ -1,21 +1,26 @@
 """Held-out evaluation during training: one number per (source, view), higher is better.
 
-Pairs: MRR@10 of each distinct anchor against all distinct positives of the held-out split
-(every positive of that anchor counts as relevant). Scored pairs: Spearman correlation of
-the cosine with the gold score. The run's score is the mean over sources and views.
+:func:`score_slices` is what the trainer selects checkpoints with: nDCG@10 of held-out
+queries ranked against their source's documents (:class:`~esrag.train.holdout.RetrievalSlice`,
+the metric of ``esrag eval``, :mod:`esrag.evaluation.metrics`) and Spearman of the cosine for
+held-out scored pairs, per view, with the full view's per-item values for
+:func:`paired_noise`. :func:`evaluate_examples` is the older per-split score (pairs: MRR@10
+against the split's own positives), kept for callers of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from esrag.encoder import EspressoEncoder, View
-from esrag.evaluation.metrics import mrr_at_k
+from esrag.evaluation.metrics import mrr_at_k, ndcg_at_k
 from esrag.train.examples import Examples
+from esrag.train.holdout import RetrievalSlice, ScoredSlice, Slice
 
-__all__ = ["evaluate_examples", "mrr_at_10", "spearman"]
+__all__ = ["SliceScores", "evaluate_examples", "mrr_at_10", "paired_noise", "score_slices", "spearman"]
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -81,3 +86,122 @@ def evaluate_examples(
             results[f"{ex.source} @ {view} mrr@10"] = mrr_at_10(q, d, relevant)
     results["score"] = float(np.mean(list(results.values()))) if results else float("nan")
     return results
+
+
+# ---------------------------------------------------------------------- held-out slices
+@dataclass(frozen=True)
+class SliceScores:
+    """One evaluation of the held-out slices.
+
+    ``values``: ``"<source> @ <view> <metric>"`` → value; ``full`` / ``shallow``: the mean
+    over slices of the full view and of the other views (None without any); ``items``: per
+    slice, the full view's per-item values (nDCG@10 per query, or the cosine per scored
+    pair), which :func:`paired_noise` compares with the base model's.
+    """
+
+    values: dict[str, float]
+    full: float
+    shallow: float | None
+    items: dict[str, list[float]]
+
+    def result(self, noise: float) -> dict[str, float]:
+        """The scores as selection and checkpoints keep them: ``score`` and ``full`` (the full
+        view), ``noise`` (its standard error against the base), ``shallow``, every value.
+        """
+        out = {"score": self.full, "full": self.full, "noise": noise}
+        if self.shallow is not None:
+            out["shallow"] = self.shallow
+        out.update(self.values)
+        return out
+
+    def describe(self, noise: float) -> str:
+        """One line for the log."""
+        shallow = "" if self.shallow is None else f", shallow views {self.shallow:.4f}"
+        return f"full view {self.full:.4f} (± {noise:.4f} vs base){shallow}"
+
+
+def _retrieval(
+    encoder: EspressoEncoder, part: RetrievalSlice, views: Sequence[View], batch_size: int
+) -> tuple[list[float], list[float]]:
+    """(per-view mean nDCG@10, per-query nDCG@10 of the last view)."""
+    queries = encoder.encode(part.queries, views, batch_size=batch_size)
+    docs = encoder.encode(part.docs, views, batch_size=batch_size)
+    means: list[float] = []
+    per_query: list[float] = []
+    for q, d in zip(queries, docs, strict=True):
+        scores = q @ d.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        run = {str(i): [str(int(j)) for j in row] for i, row in enumerate(top)}
+        values = ndcg_at_k(run, part.qrels, 10, per_query=True)
+        per_query = [values.get(str(i), 0.0) for i in range(len(part.queries))]
+        means.append(float(np.mean(per_query)) if per_query else 0.0)
+    return means, per_query
+
+
+def score_slices(
+    encoder: EspressoEncoder,
+    slices: Sequence[Slice],
+    views: Sequence[View],
+    *,
+    batch_size: int = 32,
+) -> SliceScores:
+    """Score every slice at every view; the last of ``views`` is the full view."""
+    values: dict[str, float] = {}
+    full: list[float] = []
+    shallow: list[float] = []
+    items: dict[str, list[float]] = {}
+    for part in slices:
+        if isinstance(part, ScoredSlice):
+            left = encoder.encode(part.left, views, batch_size=batch_size)
+            right = encoder.encode(part.right, views, batch_size=batch_size)
+            cosines = [(a * b).sum(axis=1) for a, b in zip(left, right, strict=True)]
+            gold = np.asarray(part.gold, dtype=np.float64)
+            means = [spearman(c, gold) for c in cosines]
+            items[part.source] = [float(c) for c in cosines[-1]]
+            metric = "spearman"
+        else:
+            means, items[part.source] = _retrieval(encoder, part, views, batch_size)
+            metric = "ndcg@10"
+        for view, value in zip(views, means, strict=True):
+            values[f"{part.source} @ {view} {metric}"] = value
+        full.append(means[-1])
+        shallow += means[:-1]
+    return SliceScores(
+        values=values,
+        full=float(np.mean(full)) if full else float("nan"),
+        shallow=float(np.mean(shallow)) if shallow else None,
+        items=items,
+    )
+
+
+def paired_noise(
+    slices: Sequence[Slice],
+    items: dict[str, list[float]],
+    base: dict[str, list[float]],
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard error of (this model − the base model) in the mean full-view score.
+
+    Retrieval slices: the standard error of the mean per-query difference (paired).
+    Scored slices: a paired bootstrap (``resamples`` seeded resamples of the pairs) of the
+    difference in Spearman. Slices combine as the full score does (their mean). 0 when the
+    base items are missing (the base model itself, or a slice it did not see).
+    """
+    variances: list[float] = []
+    rng = np.random.default_rng(seed)
+    for part in slices:
+        mine, theirs = items.get(part.source), base.get(part.source)
+        if mine is None or theirs is None or len(mine) != len(theirs) or len(mine) < 2:
+            variances.append(0.0)
+            continue
+        a, b = np.asarray(mine, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+        if isinstance(part, ScoredSlice):
+            gold = np.asarray(part.gold, dtype=np.float64)
+            draws = rng.integers(0, len(a), size=(resamples, len(a)))
+            diffs = [spearman(a[d], gold[d]) - spearman(b[d], gold[d]) for d in draws]
+            variances.append(float(np.var(diffs, ddof=1)))
+        else:
+            variances.append(float(np.var(a - b, ddof=1) / len(a)))
+    return float(np.sqrt(sum(variances)) / len(variances)) if variances else 0.0

@@ -10,7 +10,7 @@ steps write to it. A checkpoint is the :class:`~esrag.train.checkpoint.TrainStat
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ from esrag.encoder import EspressoEncoder, View
 from esrag.train.batching import BatchPlan
 from esrag.train.checkpoint import Best, RngState, TrainState
 from esrag.train.config import TrainConfig
-from esrag.train.data import Examples
+from esrag.train.defaults import Settings
+from esrag.train.holdout import Slice
 from esrag.train.losses import CompressLoss
 from esrag.train.result import TrainResult
+from esrag.train.selection import Selection, Verdict
 
 __all__ = ["Progress", "Run", "Snapshot", "restore"]
 
@@ -48,7 +50,8 @@ class Progress:
     ``boundary`` is the :class:`Snapshot` at the end of step ``step``; ``updating`` is True
     from a step's optimizer update until its evaluation and checkpoint are done, when the
     live state cannot be saved as step ``step`` (an interrupt then keeps the previous
-    checkpoint).
+    checkpoint). ``selection`` is held-out selection's state (its ``best`` is ``best``'s
+    evaluation with per-item values).
     """
 
     step: int
@@ -59,6 +62,10 @@ class Progress:
     boundary: Snapshot
     running: float | None = None
     updating: bool = False
+    selection: Selection = field(default_factory=Selection)
+    step_seconds: float = 0.0  # wall time inside optimisation steps, this process only
+    step_cpu_seconds: float = 0.0  # CPU time inside optimisation steps, this process only
+    steps_timed: int = 0
 
     @classmethod
     def start(cls, saved: TrainState | None, compress: CompressLoss | None) -> Progress:
@@ -73,6 +80,7 @@ class Progress:
             last_eval=saved.last_eval,
             final_loss=saved.last_loss,
             boundary=boundary,
+            selection=saved.selection,
         )
 
 
@@ -82,7 +90,7 @@ class Run:
 
     encoder: EspressoEncoder
     plan: BatchPlan
-    eval_sets: list[Examples]
+    slices: list[Slice]
     views: list[View]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -96,6 +104,9 @@ class Run:
     started: float  # time.perf_counter() at the start of fit()
     cpu_started: float  # time.process_time() at the start of fit()
     progress: Progress
+    settings: Settings
+    holdout: tuple[str, ...] = ()
+    negatives: dict[str, list[int]] = field(default_factory=dict)
 
     def train_state(self, config: TrainConfig, snapshot: Snapshot | None = None) -> TrainState:
         """The checkpoint of this run as it stands (RNG and PCA from ``snapshot``, else now)."""
@@ -113,11 +124,15 @@ class Run:
             scaler=self.scaler.state_dict(),
             rng=snap.rng,
             pca=snap.pca,
+            selection=p.selection,
+            holdout=self.holdout,
+            negatives=self.negatives,
         )
 
-    def result(self, output: str, checkpoint_dir: Path) -> TrainResult:
-        """What the run produced so far (its times measured up to now)."""
+    def result(self, output: str, checkpoint_dir: Path, verdict: Verdict | None = None) -> TrainResult:
+        """What the run produced so far (its times measured up to now; ``verdict``: selection's)."""
         p = self.progress
+        base = p.selection.base
         return TrainResult(
             output=output,
             checkpoint_dir=str(checkpoint_dir),
@@ -133,6 +148,12 @@ class Run:
             best_score=None if p.best is None else p.best.score,
             last_eval=p.last_eval,
             history=p.history,
+            base_eval=None if base is None else base.scores,
+            kept_base=verdict is not None and verdict.kept_base,
+            report=() if verdict is None else verdict.lines,
+            settings=self.settings.lines,
+            seconds_per_step=p.step_seconds / p.steps_timed if p.steps_timed else None,
+            cpu_seconds_per_step=p.step_cpu_seconds / p.steps_timed if p.steps_timed else None,
         )
 
 

@@ -8,15 +8,17 @@ the config, and return new objects; the :class:`~esrag.train.trainer.Trainer` ow
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import torch
 
 from esrag.encoder import EspressoEncoder, View, parse_view, validate_views
-from esrag.train.config import TrainConfig
+from esrag.train.config import Precision, TrainConfig
 from esrag.train.losses import CompressLoss, CoSENTLoss, ESELoss, ExpressLoss, InfoNCELoss
 
 __all__ = [
+    "autocast_dtype",
     "build_losses",
     "build_optimizer",
     "eval_views",
@@ -24,6 +26,23 @@ __all__ = [
     "set_activation_checkpointing",
     "trained_layers",
 ]
+
+logger = logging.getLogger(__name__)
+
+
+def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the embeddings for ``precision`` on ``device`` (None: float32)."""
+    if device.type != "cuda":
+        if precision in (Precision.FP16, Precision.BF16):
+            logger.warning("precision %s needs CUDA; training in fp32 on %s", precision.value, device)
+        return None
+    if precision is Precision.FP32:
+        return None
+    if precision is Precision.FP16:
+        return torch.float16
+    if precision is Precision.BF16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
 
 
 def trained_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
@@ -47,12 +66,16 @@ def trained_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
 
 
 def eval_views(config: TrainConfig, encoder: EspressoEncoder) -> list[View]:
-    """``config.eval_views`` checked against the model, else (layer 2 at ``compress_dim``, full)."""
-    if config.eval_views:
-        views = [parse_view(v) for v in config.eval_views]
-        return validate_views(views, encoder.num_layers, encoder.hidden_size)
-    coarse = View(min(2, encoder.num_layers), min(config.compress_dim, encoder.hidden_size))
+    """The views held-out selection scores, the full view last (it is always scored):
+    ``config.eval_views`` checked against the model, else layer 2 at ``compress_dim``.
+    """
     full = View(encoder.num_layers, encoder.hidden_size)
+    if config.eval_views:
+        views = validate_views(
+            [parse_view(v) for v in config.eval_views], encoder.num_layers, encoder.hidden_size
+        )
+        return [*dict.fromkeys(v for v in views if v != full), full]
+    coarse = View(min(2, encoder.num_layers), min(config.compress_dim, encoder.hidden_size))
     return [coarse, full] if coarse != full else [full]
 
 
@@ -105,9 +128,11 @@ def lr_factor(step: int, *, warmup: int, total: int) -> float:
 
 
 def build_optimizer(
-    config: TrainConfig, encoder: EspressoEncoder, total: int
+    config: TrainConfig, encoder: EspressoEncoder, total: int, *, warmup: int | None = None
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no weight decay on biases and norms) and its schedule over ``total`` steps."""
+    """AdamW (no weight decay on biases and norms) and its schedule over ``total`` steps
+    (``warmup`` steps; default ``warmup_ratio`` of them, 10% when that is None).
+    """
     decay: list[torch.nn.Parameter] = []
     plain: list[torch.nn.Parameter] = []
     for name, param in encoder.model.named_parameters():
@@ -118,7 +143,9 @@ def build_optimizer(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    factor = functools.partial(lr_factor, warmup=round(config.warmup_ratio * total), total=total)
+    if warmup is None:
+        warmup = round((0.1 if config.warmup_ratio is None else config.warmup_ratio) * total)
+    factor = functools.partial(lr_factor, warmup=warmup, total=total)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

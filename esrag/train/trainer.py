@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,23 +15,27 @@ import torch
 from esrag._progress import progress
 from esrag.encoder import EspressoEncoder
 from esrag.train import checkpoint as ckpt
-from esrag.train.batching import Batch, BatchPlan, false_negative_mask
+from esrag.train.batching import Batch, false_negative_mask
 from esrag.train.checkpoint import Best, TrainState
-from esrag.train.config import Precision, TrainConfig
-from esrag.train.data import load_training_data
-from esrag.train.evaluate import evaluate_examples
+from esrag.train.config import TrainConfig
+from esrag.train.data import check_training_sources, load_sources
+from esrag.train.defaults import encoding_length
+from esrag.train.evaluate import paired_noise, score_slices
 from esrag.train.folders import check_checkpoint_dir, check_output, write_output
 from esrag.train.loop import Progress, Run, Snapshot, restore
 from esrag.train.losses import CompressLoss, ESELoss, LossOutput, PairEmbeddings
 from esrag.train.losses.base import float32_region
 from esrag.train.objective import (
+    autocast_dtype,
     build_losses,
     build_optimizer,
     eval_views,
     set_activation_checkpointing,
     trained_layers,
 )
+from esrag.train.prepare import prepare
 from esrag.train.result import TrainResult
+from esrag.train.selection import Evaluated, Noise, choose, no_noise, verdict
 
 __all__ = ["StepCallback", "TrainResult", "Trainer", "train"]
 
@@ -44,20 +47,6 @@ StepCallback = Callable[[int, dict[str, float]], None]
 def train(config: TrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
     """Run (or resume) the training described by ``config``; see :class:`Trainer`."""
     return Trainer(config, on_step=on_step).fit()
-
-
-def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        if precision in (Precision.FP16, Precision.BF16):
-            logger.warning("precision %s needs CUDA; training in fp32 on %s", precision.value, device)
-        return None
-    if precision is Precision.FP32:
-        return None
-    if precision is Precision.FP16:
-        return torch.float16
-    if precision is Precision.BF16 or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
 
 
 class Trainer:
@@ -101,13 +90,16 @@ class Trainer:
         self.on_step = on_step
         self.checkpoint_dir = Path(config.checkpoint_dir or f"{config.output}-checkpoints")
         self._amp_dtype: torch.dtype | None = None  # autocast dtype of the embeddings; set by fit()
+        self._max_length: int | None = None  # tokens per text; set by fit() (default the encoder's)
+        self._noise: Noise = no_noise  # selection's noise between two evaluations; set by fit()
+        self._last_items: dict[str, list[float]] = {}  # per-item values of the last evaluation
 
     # ------------------------------------------------------------------ the objective
     def _losses(self) -> tuple[ESELoss, ESELoss, CompressLoss | None]:
         return build_losses(self.config)
 
     def _embed(self, enc: EspressoEncoder, texts: list[str]) -> dict[int, torch.Tensor]:
-        max_length = self.config.max_length or enc.max_length
+        max_length = self._max_length or self.config.max_length or enc.max_length
         batch = enc.tokenizer(
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
@@ -122,7 +114,9 @@ class Trainer:
             anchors = self._embed(enc, batch.anchors)
             positives = self._embed(enc, batch.positives)
             negatives = self._embed(enc, batch.negatives) if batch.negatives is not None else None
-        mask = false_negative_mask(batch.anchors, batch.positives).to(enc.device)
+        mask = false_negative_mask(
+            batch.anchors, batch.positives, related=batch.related, negatives=batch.negatives
+        ).to(enc.device)
         scores = None if batch.scores is None else torch.tensor(batch.scores, device=enc.device)
         per_layer = {  # .float(): a no-op for float32 embeddings, a cast for autocast ones
             layer: PairEmbeddings(
@@ -160,23 +154,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> Run:
-        """Check the folders, load the data, build model, losses and optimizer, resume."""
+        """Check the folders, load and split the data, build model, losses and optimizer, resume."""
         cfg = self.config
         started, cpu_started = time.perf_counter(), time.process_time()
         check_output(Path(cfg.output))
         check_checkpoint_dir(self.checkpoint_dir, resume=cfg.resume)
-        train_sets, eval_sets = load_training_data(cfg)
-        plan = BatchPlan(train_sets, cfg.batch_size, cfg.seed)
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.per_epoch / cfg.grad_accum))
+        loaded = load_sources(cfg)
+        check_training_sources(loaded[0])
         resume_from, saved = self._resume_point()
         enc = self._encoder(resume_from)
         self.layers = trained_layers(cfg, enc)
         views = eval_views(cfg, enc)
+        data = prepare(cfg, loaded, enc, saved)
+        total = data.settings.total_steps
+        self._max_length = data.settings.max_length
+        self._noise = functools.partial(paired_noise, data.slices)
         self.infonce, self.cosent, compress = self._losses()
         self.infonce.to(enc.device)
         self.cosent.to(enc.device)
-        optimizer, scheduler = build_optimizer(cfg, enc, total)
-        self._amp_dtype = _autocast_dtype(cfg.precision, enc.device)
+        optimizer, scheduler = build_optimizer(cfg, enc, total, warmup=data.settings.warmup_steps)
+        self._amp_dtype = autocast_dtype(cfg.precision, enc.device)
         scaler = torch.amp.GradScaler("cuda", enabled=self._amp_dtype is torch.float16)
         if saved is None:
             torch.manual_seed(cfg.seed)
@@ -187,8 +184,8 @@ class Trainer:
             logger.info("resuming %s from step %d of %d", cfg.output, saved.step, total)
         run = Run(
             encoder=enc,
-            plan=plan,
-            eval_sets=eval_sets,
+            plan=data.plan,
+            slices=data.slices,
             views=views,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -196,36 +193,22 @@ class Trainer:
             compress=compress,
             params=[p for p in enc.model.parameters() if p.requires_grad],
             total=total,
-            train_examples=sum(map(len, train_sets)),
-            eval_examples=sum(map(len, eval_sets)),
+            train_examples=sum(map(len, data.train)),
+            eval_examples=sum(map(len, data.slices)),
             resumed_from=None if saved is None else saved.step,
             started=started,
             cpu_started=cpu_started,
             progress=Progress.start(saved, compress),
+            settings=data.settings,
+            holdout=data.holdout,
+            negatives=data.negatives,
         )
         self._log_start(run)
         return run
 
     def _resume_point(self) -> tuple[Path | None, TrainState | None]:
         """Start over (deleting our old checkpoints) or read the newest checkpoint."""
-        cfg = self.config
-        if not cfg.resume and self.checkpoint_dir.exists():
-            # again, just before deleting: only ever delete our own checkpoints
-            check_checkpoint_dir(self.checkpoint_dir, resume=cfg.resume)
-            logger.warning("resume is off: deleting old checkpoints in %s", self.checkpoint_dir)
-            shutil.rmtree(self.checkpoint_dir)
-        resume_from = ckpt.latest_checkpoint(self.checkpoint_dir) if cfg.resume else None
-        if resume_from is None:
-            return None, None
-        saved = ckpt.read_state(resume_from)
-        changed = cfg.differences(saved.config)
-        if changed:
-            raise ValueError(
-                f"{resume_from} was written with a different configuration "
-                f"({', '.join(changed)} differ); use the same options to resume, another "
-                f"--output, or resume=False (--no-resume) to start over"
-            )
-        return resume_from, saved
+        return ckpt.resume_point(self.checkpoint_dir, self.config, check_checkpoint_dir)
 
     def _encoder(self, resume_from: Path | None) -> EspressoEncoder:
         cfg = self.config
@@ -236,7 +219,7 @@ class Trainer:
     def _log_start(self, run: Run) -> None:
         cfg = self.config
         logger.info(
-            "ESE training: %d rows (%d eval), %d steps of %d x %d, layers %s, device %s, autocast %s",
+            "ESE training: %d rows (%d held out), %d steps of %d x %d, layers %s, device %s, autocast %s",
             run.train_examples,
             run.eval_examples,
             run.total,
@@ -246,6 +229,8 @@ class Trainer:
             run.encoder.device,
             self._amp_dtype or "off",
         )
+        for line in run.settings.lines:
+            logger.info("settings: %s", line)
 
     def _begin(self, run: Run) -> None:
         """Model in training mode; a fresh run with held-out data scores the base model (step 0)."""
@@ -253,23 +238,29 @@ class Trainer:
         enc.model.train()
         if self.config.gradient_checkpointing:
             set_activation_checkpointing(enc.model, True)
-        if run.eval_sets and p.step == 0 and p.best is None:
+        if run.slices and p.step == 0 and p.best is None:
             p.last_eval = self._evaluate(run, 0)
-            best = self._select(run, p.last_eval)
+            best = self._select(run, p.last_eval, self._last_items)
             if best is not None:
                 ckpt.write_best(self.checkpoint_dir, self._checkpoint(run), best)
         p.boundary = Snapshot.take(run.compress)
 
     # ------------------------------------------------------------------ one step
     def _done(self, run: Run) -> bool:
-        """Whether training stops before another step (the place for an early-stopping rule)."""
-        return run.progress.step >= run.total
+        """Whether training stops before another step: the last step, or early stopping
+        (``early_stopping`` stale evaluations in a row, see :mod:`esrag.train.selection`).
+        """
+        p, patience = run.progress, self.config.early_stopping
+        if p.step >= run.total:
+            return True
+        return bool(patience and p.selection.stale >= patience)
 
     def _train_step(self, run: Run) -> dict[str, float]:
         """One optimisation step: the micro-batches' forward and backward passes, gradient
         clipping, optimizer, scaler and schedule; returns the step's loss parts.
         """
         cfg, p = self.config, run.progress
+        wall, cpu = time.perf_counter(), time.process_time()
         parts: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             batch = run.plan.micro_batch(p.step * cfg.grad_accum + micro)
@@ -288,6 +279,9 @@ class Trainer:
         p.step += 1
         p.final_loss = parts["loss"]
         p.running = p.final_loss if p.running is None else 0.9 * p.running + 0.1 * p.final_loss
+        p.step_seconds += time.perf_counter() - wall
+        p.step_cpu_seconds += time.process_time() - cpu
+        p.steps_timed += 1
         return parts
 
     def _end_step(self, run: Run, parts: dict[str, float]) -> None:
@@ -295,19 +289,18 @@ class Trainer:
         cfg, p = self.config, run.progress
         step = p.step
         record: dict[str, Any] = {"step": step, "loss": p.final_loss, "lr": run.scheduler.get_last_lr()[0]}
-        due_eval = bool(run.eval_sets) and (
-            bool(cfg.eval_every and step % cfg.eval_every == 0) or step == run.total
-        )
+        every = run.settings.eval_every
+        due_eval = bool(run.slices) and (bool(every and step % every == 0) or step == run.total)
         best = None
         if due_eval:
             p.last_eval = self._evaluate(run, step)
             record["eval"] = p.last_eval["score"]
-            best = self._select(run, p.last_eval)
+            best = self._select(run, p.last_eval, self._last_items)
         if step % cfg.log_every == 0 or step == run.total or due_eval:
             self._log_step(run, record, parts)
         # saved after the history record, so a resumed run has this step's entry
         due_save = bool(cfg.save_every and step % cfg.save_every == 0) or step == run.total
-        due_save = due_save or best is not None or (due_eval and cfg.save_every == 0)
+        due_save = due_save or best is not None or (due_eval and cfg.save_every == 0) or self._done(run)
         folder = ckpt.step_folder(self.checkpoint_dir, step)
         if due_save and not folder.exists():
             self._checkpoint(run)
@@ -332,30 +325,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and selection
     def _evaluate(self, run: Run, step: int) -> dict[str, float]:
-        """Score the held-out data with the model as it is after ``step`` (and log it)."""
-        run.encoder.model.eval()
-        try:
-            result = evaluate_examples(
-                run.encoder, run.eval_sets, run.views, batch_size=self.config.batch_size
-            )
-        finally:
-            run.encoder.model.train()
-        logger.info(
-            "step %d: eval score %.4f (%s)",
-            step,
-            result["score"],
-            ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "score"),
-        )
-        return result
+        """Score the held-out slices with the model as it is after ``step`` (and log it).
 
-    def _select(self, run: Run, result: dict[str, float]) -> Best | None:
-        """The selection rule: a higher eval score than the best so far is the new best.
+        Returns the scores (``score`` and ``full``: the full view, ``shallow``: the other
+        views' mean, ``noise``: the standard error against the base model, one entry per
+        slice and view); the full view's per-item values go to :attr:`_last_items`.
+        """
+        enc = run.encoder
+        enc.model.eval()
+        try:
+            with encoding_length(enc, self._max_length or enc.max_length):
+                scores = score_slices(enc, run.slices, run.views, batch_size=self.config.batch_size)
+        finally:
+            enc.model.train()
+        base = run.progress.selection.base
+        noise = 0.0 if base is None else self._noise(scores.items, base.items)
+        self._last_items = scores.items
+        logger.info("step %d: held-out %s", step, scores.describe(noise))
+        return scores.result(noise)
+
+    def _select(
+        self, run: Run, result: dict[str, float], items: dict[str, list[float]] | None = None
+    ) -> Best | None:
+        """The selection rule of :mod:`esrag.train.selection` applied to ``result``.
 
         Records and returns the new :class:`Best` (its checkpoint becomes ``best/``), or
-        returns None when ``result`` is not better.
+        returns None when ``result`` is not chosen.
         """
         p = run.progress
-        if p.best is not None and not result["score"] > p.best.score:
+        evaluated = Evaluated(p.step, dict(result), dict(items or {}))
+        p.selection, chosen = choose(p.selection, evaluated, self._noise)
+        if not chosen:
             return None
         p.best = Best(p.step, result["score"], result)
         return p.best
@@ -389,7 +389,14 @@ class Trainer:
         run.encoder.model.eval()
         if cfg.gradient_checkpointing:
             set_activation_checkpointing(run.encoder.model, False)
-        result = run.result(cfg.output, self.checkpoint_dir)
+        closing = verdict(p.selection, self._noise)
+        result = run.result(cfg.output, self.checkpoint_dir, closing)
+        if p.step < run.total:
+            logger.info(
+                "early stop at step %d: %d evaluations without improvement", p.step, cfg.early_stopping
+            )
+        for line in closing.lines:
+            (logger.warning if line.startswith("WARNING") else logger.info)("%s", line)
         last = ckpt.step_folder(self.checkpoint_dir, p.step)
         model = last if p.best is None else self.checkpoint_dir / ckpt.BEST
         manifest = {"config": cfg.to_json(), "result": result.to_json()}

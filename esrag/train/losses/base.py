@@ -22,7 +22,8 @@ class PairEmbeddings:
     anchors, positives: (B, H); negatives: (B, H) hard negatives or None; scores: (B,) gold
     similarity for scored pairs or None; false_negatives: (B, B) bool, True where positive j
     is also a right answer for anchor i (j != i: a duplicate text or another positive of the
-    same anchor) so in-batch losses must not treat it as a negative.
+    same anchor) so in-batch losses must not treat it as a negative; with negatives it may
+    be (B, 2B), its last B columns marking hard negatives that are right answers too.
     """
 
     anchors: torch.Tensor
@@ -44,10 +45,14 @@ class PairEmbeddings:
         batch = self.anchors.shape[0]
         if self.scores is not None and self.scores.shape != (batch,):
             raise ValueError(f"scores must be ({batch},), got {tuple(self.scores.shape)}")
-        if self.false_negatives is not None and self.false_negatives.shape != (batch, batch):
-            raise ValueError(
-                f"false_negatives must be ({batch}, {batch}), got {tuple(self.false_negatives.shape)}"
-            )
+        widths = {batch} if self.negatives is None else {batch, 2 * batch}
+        if self.false_negatives is not None and (
+            self.false_negatives.ndim != 2
+            or self.false_negatives.shape[0] != batch
+            or self.false_negatives.shape[1] not in widths
+        ):
+            shapes = " or ".join(f"({batch}, {w})" for w in sorted(widths))
+            raise ValueError(f"false_negatives must be {shapes}, got {tuple(self.false_negatives.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -98,7 +103,7 @@ def cosine_logits(batch: PairEmbeddings, scale: float) -> torch.Tensor:
         logits = scale * anchors @ candidates.T
     if batch.false_negatives is not None:
         mask = batch.false_negatives.to(logits.device)
-        if batch.negatives is not None:
+        if mask.shape[1] < logits.shape[1]:  # (B, B) with hard negatives: those are all negatives
             mask = torch.cat([mask, torch.zeros_like(mask)], dim=1)
         logits = logits.masked_fill(mask, MASKED_LOGIT)
     return logits
