@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tests.conftest import build_tiny_model
 @functools.lru_cache(maxsize=1)
 def _tiny_encoder() -> EspressoEncoder:
     folder = Path(tempfile.mkdtemp(prefix="esrag-tiny-emb-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return EspressoEncoder(build_tiny_model(folder), device="cpu")
 
 
