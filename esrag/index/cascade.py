@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from esrag._progress import progress
+from esrag.errors import CoarseOnlyError
 from esrag.index import query_pass, shallow
 from esrag.index import state as st
 from esrag.index.batch import DocBatch, check_doc_texts, check_ids, check_metadatas
@@ -153,7 +154,7 @@ class CascadeIndex(IndexFacade):
     def _check_writable(self) -> None:
         state = self._state
         if state is not None and state.coarse_only:
-            raise RuntimeError(
+            raise CoarseOnlyError(
                 f"the index is {state.mode_line()}: adds, upserts, deletes and reconfigure wait until "
                 "fill_fine() completes (esrag build on its folder finishes it)"
             )
