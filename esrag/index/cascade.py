@@ -288,7 +288,7 @@ class CascadeIndex(IndexFacade):
             return 0
         if state.coarse_only and adapter is None:
             raise ValueError("fill_fine needs the index's encoder: load the index with it")
-        if folder is not None and self._saved_version(folder) is None:
+        if folder is not None and state.coarse_only and self._saved_version(folder) is None:
             self.save(folder)
         total, filled = state.rows.num_rows, len(state.fine)
         bar = progress(total=total, desc="Fine vectors", show=show_progress_bar, unit="doc")
@@ -302,15 +302,21 @@ class CascadeIndex(IndexFacade):
                         raise RuntimeError("the index was cleared during fill_fine()")
                     shallow.append_fine(state, start, vectors)
                     if folder is not None and stop < total:
-                        version = self._saved_version(folder)
-                        assert version is not None
-                        self.manifest = commit_chunk(folder, state, start, stop, version)
+                        self._commit(folder, start, stop)
                 bar.update(stop - start)
         finally:
             bar.close()
         if folder is not None and self.manifest is not None and self.manifest.fine_parts is not None:
             self.save(folder)  # complete: an ordinary version, one fine.npy
         return total - filled
+
+    def _commit(self, folder: str | os.PathLike[str], start: int, stop: int) -> None:
+        """Commit rows ``start:stop`` to ``folder`` (the whole index when an earlier commit failed)."""
+        assert self._state is not None and self.manifest is not None and self.manifest.version
+        if self.manifest.fine_count == start:
+            self.manifest = commit_chunk(folder, self._state, start, stop, self.manifest.version)
+        else:
+            self.save(folder)
 
     def _saved_version(self, folder: str | os.PathLike[str]) -> str | None:
         """The version id of ``folder`` when it holds what this index last saved or loaded."""

@@ -157,7 +157,7 @@ def consistency_problem(state: IndexState) -> str | None:
         return f"a coarse-only index has {rows - live} deleted rows (no write is allowed while it fills in)"
     for what, count, want in (
         ("live coarse vectors", coarse_live, live),
-        ("fine rows", len(state.fine), min(rows, len(state.fine)) if state.coarse_only else rows),
+        ("fine rows", len(state.fine), len(state.fine) if state.coarse_only else rows),  # filled: the first
         ("doc store rows", len(state.docs), rows),
     ):
         if count != want:
