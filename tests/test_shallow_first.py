@@ -260,3 +260,27 @@ def test_cli_fill_in_killed_with_sigkill_resumes(
     got, want = CascadeIndex.load("ix", tiny_encoder), CascadeIndex.load("full", tiny_encoder)
     assert got.ids() == want.ids()
     assert_same_index(got, want, want.ids())
+
+
+def test_a_failed_commit_leaves_the_folder_and_the_next_fill_saves_it_whole(
+    tiny_encoder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import esrag.index.cascade as cascade_module
+
+    ids, texts, metas = corpus(100, seed=4)
+    index = CascadeIndex.build(tiny_encoder, texts, ids=ids, metadatas=metas, config=CFG, shallow_first=True)
+    folder = tmp_path / "ix"
+    index.save(folder)
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(28, f"{folder}: committing fine vectors failed (No space left on device)")
+
+    monkeypatch.setattr(cascade_module, "commit_chunk", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        index.fill_fine(folder, chunk_size=16, batch_size=8)
+    assert index.stats()["fine_vectors"] == 16  # in memory; the folder still has none
+    assert CascadeIndex.load(folder, tiny_encoder).stats()["fine_vectors"] == 0
+    monkeypatch.undo()
+    assert index.fill_fine(folder, chunk_size=16, batch_size=8) == 84
+    full = CascadeIndex.build(tiny_encoder, texts, ids=ids, metadatas=metas, config=CFG, batch_size=8)
+    assert_same_index(CascadeIndex.load(folder, tiny_encoder), full, ids)
