@@ -7,7 +7,13 @@ formats), so existing ``except ValueError`` code keeps working.
 
 from __future__ import annotations
 
-__all__ = ["EsragError", "InconsistentIndexError", "IndexFormatError", "ModelMismatchError"]
+__all__ = [
+    "CoarseOnlyError",
+    "EsragError",
+    "InconsistentIndexError",
+    "IndexFormatError",
+    "ModelMismatchError",
+]
 
 
 class EsragError(Exception):
@@ -25,4 +31,10 @@ class ModelMismatchError(EsragError, ValueError):
 class InconsistentIndexError(EsragError, RuntimeError):
     """An index's parts disagree (a bug, not bad input): it is not saved, so the folder on
     disk keeps its previous, good version.
+    """
+
+
+class CoarseOnlyError(EsragError, RuntimeError):
+    """The index is coarse-only (a shallow-first build whose fine vectors are being filled in):
+    it refuses writes, and fine-mode searches, until ``CascadeIndex.fill_fine`` completes.
     """

@@ -97,6 +97,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rebuild", action="store_true", help="re-encode everything instead of updating the existing index"
     )
+    p.add_argument(
+        "--shallow-first",
+        action="store_true",
+        help="a new index: encode every document only to the coarse layer, save it (searchable in coarse "
+        "mode), then fill in the fine vectors chunk by chunk (interrupt and rerun to resume; needs a "
+        "coarse layer below the fine one, e.g. --coarse 2:64)",
+    )
+    p.add_argument(
+        "--fill-chunk",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="documents per committed chunk of the fine fill-in (default 1024)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     from esrag.cli.build_ray import add_ray_arguments
@@ -167,6 +181,12 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['seconds']:.1f}s"
     )
     tail = f"\n  coarse: {coarse}, {cfg['index_type']}; shortlist {cfg['shortlist']}"
+    if report.get("filled"):
+        tail += f"\n  fine vectors filled in for {report['filled']} docs"
+        if "searchable_seconds" in report:
+            tail += f" (searchable in coarse mode after {report['searchable_seconds']:.1f}s)"
+    if report.get("mode", "cascade") != "cascade":
+        tail += f"\n  search mode: {report['mode']}"
     if cfg.get("query_map"):
         tail += f"\n  queries: encoder pass to layer {cfg['query_layer']} ({cfg['query_map']} query map)"
     return head + tail
@@ -183,6 +203,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"--index {folder}: is a file, not an index folder")
     recover_folder(folder)
     overrides = config_overrides(args)
+    _check_shallow_args(args)
     if getattr(args, "ray", None) is not None:
         from esrag.cli.build_ray import build_ray
 
@@ -195,7 +216,37 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"{folder}: exists and is not an esrag index; refusing to overwrite")
         report = _fresh(args, folder, docs, overrides)
     report["seconds"] = time.perf_counter() - start
+    if "searchable_at" in report:
+        report["searchable_seconds"] = report.pop("searchable_at") - start
     return report
+
+
+def _check_shallow_args(args: argparse.Namespace) -> None:
+    """Refuse the options ``--shallow-first`` cannot be combined with."""
+    if not args.shallow_first:
+        return
+    for flag, given in (
+        ("--ray", getattr(args, "ray", None) is not None),
+        ("--cache-embeddings", args.cache_embeddings),
+    ):
+        if given:
+            raise CliError(
+                f"--shallow-first cannot be combined with {flag} (it encodes every layer up front)"
+            )
+    if args.fill_chunk < 1:
+        raise CliError(f"--fill-chunk must be a positive number of documents, got {args.fill_chunk}")
+
+
+def _fill(args: argparse.Namespace, folder: Path, index: Any) -> int:
+    """Fill in the fine vectors of a coarse-only index, committing chunks to ``folder``."""
+    return int(
+        index.fill_fine(
+            folder,
+            chunk_size=args.fill_chunk,
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+        )
+    )
 
 
 def _fresh(
@@ -211,6 +262,26 @@ def _fresh(
     _check_coarse(overrides, encoder)
     config = CascadeConfig(**overrides)
     texts, ids, metas = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
+    if args.shallow_first:
+        index = CascadeIndex.build(
+            encoder,
+            texts,
+            ids=ids,
+            metadatas=metas,
+            config=config,
+            batch_size=args.batch_size,
+            show_progress_bar=progress_flag(args),
+            shallow_first=True,
+        )
+        index.save(folder)
+        searchable = time.perf_counter()
+        log.info("%s: searchable in coarse mode; filling in the fine vectors", folder)
+        filled = _fill(args, folder, index)
+        return {
+            **_report("built", folder, index, len(docs), 0, 0, 0),
+            "filled": filled,
+            "searchable_at": searchable,
+        }
     if args.cache_embeddings:
         from esrag.evaluation.vectors import encode_layers, fine_vectors
 
@@ -255,6 +326,7 @@ def _update(
 
     index, encoder = open_index(folder, args.model, args.device)
     _check_coarse(overrides, encoder)
+    filled = _fill(args, folder, index) if getattr(index, "coarse_only", False) else 0
     config = index.config
     fine = overrides.pop("fine_view", None)
     current_fine = config.fine_view or encoder.default_view
@@ -294,11 +366,12 @@ def _update(
     action = "updated"
     if synced.modified or retune or shortlist is not None:
         index.save(folder)
-    else:
+    elif not filled:
         action = "up to date"
-    return _report(
+    report = _report(
         action, folder, index, len(synced.added), len(synced.changed), len(synced.removed), len(synced.kept)
     )
+    return {**report, "filled": filled}
 
 
 def _check_coarse(overrides: dict[str, Any], encoder: Any) -> None:
@@ -329,4 +402,6 @@ def _report(
         "encoded": added + updated,
         "config": index.config.to_dict(),
         "coarse": {"layer": layer, "dim": stats["coarse_dim"], "transform": stats["transform"]},
+        "mode": stats.get("mode", "cascade"),
+        "filled": 0,
     }

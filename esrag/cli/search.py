@@ -80,6 +80,7 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
     result = index.search(
         args.query, k=args.k, shortlist=shortlist, filter=parse_filters(args.filter), mode=args.mode
     )
+    in_force = index.stats().get("mode", "cascade")  # "coarse-only: ..." while a fill-in is pending
     out = []
     for query, ids, scores in zip(args.query, result.ids, result.scores, strict=True):
         docs = {d.id: d for d in index.get_by_ids(ids)}
@@ -92,7 +93,7 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
             for i, s in zip(ids, scores, strict=True)
         ]
-        out.append({"query": query, "hits": hits})
+        out.append({"query": query, "mode": result.mode or args.mode, "index_mode": in_force, "hits": hits})
     return out
 
 
@@ -112,6 +113,9 @@ def use_query_layer(index: Any, layer: int) -> None:
 def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:
     """Human-readable hits, one line per hit (text shortened to ``width``)."""
     lines: list[str] = []
+    in_force = results[0].get("index_mode", "cascade") if results else "cascade"
+    if in_force != "cascade":
+        lines.append(f"({in_force}: searched in coarse mode until the fill-in completes)")
     for res in results:
         lines.append(f"query: {res['query']}")
         if not res["hits"]:

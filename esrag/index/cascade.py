@@ -19,6 +19,7 @@ lock; whether a batch is inserted or kept to fit the coarse stage is decided und
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,22 +27,27 @@ from typing import Any
 
 import numpy as np
 
-from esrag.index import query_pass
+from esrag._progress import progress
+from esrag.errors import CoarseOnlyError
+from esrag.index import query_pass, shallow
 from esrag.index import state as st
-from esrag.index.batch import DocBatch
+from esrag.index.batch import DocBatch, check_doc_texts, check_ids, check_metadatas
 from esrag.index.config import CascadeConfig, QueryMapKind, SearchMode, Transform
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.facade import IndexFacade
-from esrag.index.format import Manifest, load_state, save_state
+from esrag.index.fill import commit_chunk
+from esrag.index.format import Manifest, is_index_folder, load_state, read_manifest, save_state
 from esrag.index.identity import ModelCheck, identity_fields
 from esrag.index.rebuild import initial_state, reconfigured
 from esrag.index.results import IndexedDocument, SearchResult
 from esrag.index.search import search_state
 from esrag.index.sharded import ShardedIndex
 from esrag.index.shardset import is_sharded_folder
-from esrag.validation import check_dim, check_strings
+from esrag.validation import check_batch_size, check_dim, check_int, check_strings
 
 __all__ = ["CascadeIndex", "IndexedDocument", "SearchResult"]
+
+logger = logging.getLogger(__name__)
 
 
 class CascadeIndex(IndexFacade):
@@ -65,9 +71,28 @@ class CascadeIndex(IndexFacade):
         *,
         batch_size: int = 64,
         show_progress_bar: bool | None = None,
+        shallow_first: bool = False,
     ) -> CascadeIndex:
-        """Encode a corpus in batches, fit the transform, train the coarse index, add all."""
-        return cls._filled(cls(embedder, config), texts, ids, metadatas, batch_size, show_progress_bar)
+        """Encode a corpus in batches, fit the transform, train the coarse index, add all.
+
+        ``shallow_first``: encode the documents only to the coarse layer and return a
+        *coarse-only* index, searchable at once in coarse mode (save it, then
+        :meth:`fill_fine` fills in the fine vectors, resumably); see :mod:`esrag.index.shallow`.
+        """
+        if not shallow_first:
+            return cls._filled(cls(embedder, config), texts, ids, metadatas, batch_size, show_progress_bar)
+        index = cls(embedder, config)
+        texts = check_doc_texts(texts)
+        docs = (check_ids(ids, len(texts)), texts, check_metadatas(metadatas, len(texts)))
+        check_batch_size(batch_size)
+        if not texts:
+            raise ValueError("cannot build an index from an empty corpus (0 texts)")
+        shallow.check_shallow_first(index._adapter, index.config)
+        assert index._adapter is not None
+        index._state = shallow.build_coarse_only(
+            index._adapter, index.config, docs, batch_size, show_progress_bar
+        )
+        return index
 
     @classmethod
     def build_from_embeddings(
@@ -108,14 +133,46 @@ class CascadeIndex(IndexFacade):
         with self._lock.read():
             return st.live_ids(self._state) if self._state is not None else []
 
+    @property
+    def coarse_only(self) -> bool:
+        """Whether fine vectors are still being filled in (shallow-first): searches run in coarse
+        mode and writes are refused until :meth:`fill_fine` completes.
+        """
+        state = self._state
+        return state is not None and state.coarse_only
+
     def stats(self) -> dict[str, Any]:
-        """Counts and settings: documents, rows, tombstones, index type, transform, dims."""
+        """Counts and settings: documents, rows, tombstones, index type, transform, dims, and
+        ``mode``: ``"cascade"``, or ``"coarse-only: fine vectors for X of N documents"`` (and
+        ``fine_vectors``: X) while a shallow-first build fills in.
+        """
         with self._lock.read():
             if self._state is not None:
                 return st.state_stats(self._state)
             return st.empty_stats(self.config, self.source_dim, self.fine_dim)
 
+    def _check_writable(self) -> None:
+        state = self._state
+        if state is not None and state.coarse_only:
+            raise CoarseOnlyError(
+                f"the index is {state.mode_line()}: adds, upserts, deletes and reconfigure wait until "
+                "fill_fine() completes (esrag build on its folder finishes it)"
+            )
+
+    def _mode_in_force(self, mode: SearchMode) -> SearchMode:
+        state = self._state
+        if state is None or not state.coarse_only or mode is SearchMode.COARSE:
+            return mode
+        if mode is SearchMode.FINE:
+            raise ValueError(
+                f"mode='fine' needs every fine vector, and the index is {state.mode_line()}: search in "
+                "mode='cascade' or 'coarse' (both answer in coarse mode now), or fill_fine() first"
+            )
+        logger.debug("cascade search answered in coarse mode (%s)", state.mode_line())
+        return SearchMode.COARSE
+
     def _insert_pending(self, pending: list[DocBatch]) -> None:
+        self._check_writable()
         if self._state is None:
             check_dim("coarse_source", pending[0].source, self.source_dim)
             check_dim("fine", pending[0].fine, self.fine_dim)
@@ -129,6 +186,7 @@ class CascadeIndex(IndexFacade):
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (missing ids are ignored); returns how many were removed."""
         wanted = check_strings(ids, "ids")
+        self._check_writable()
         with self._lock.write():
             return st.remove(self._state, wanted) if self._state is not None else 0
 
@@ -194,6 +252,7 @@ class CascadeIndex(IndexFacade):
         given.update(query_layer=query_layer, query_map=query_map)
         changes = {name: value for name, value in given.items() if value is not None}
         new_cfg = self.config.replace(**changes)
+        self._check_writable()
         with self._lock.write():
             adapter = EmbedderAdapter(self._adapter.original, new_cfg) if self._adapter else None
             if self._state is not None:
@@ -202,6 +261,69 @@ class CascadeIndex(IndexFacade):
                     self._state, new_cfg, set(changes), adapter, sources, batch_size, show_progress_bar
                 )
             self._config, self._adapter = new_cfg, adapter
+
+    # ------------------------------------------------------------- fill-in
+    def fill_fine(
+        self,
+        folder: str | os.PathLike[str] | None = None,
+        *,
+        chunk_size: int = 1024,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+    ) -> int:
+        """Fill in the fine vectors of a coarse-only (shallow-first) index; returns how many.
+
+        Encodes the stored texts to the fine layer ``chunk_size`` documents at a time (rounded up
+        to whole batches). With ``folder`` each chunk is committed there atomically (the index is
+        saved there first unless it was loaded from or saved to it), so an interrupted fill-in
+        (Ctrl-C, a kill) resumes with ``CascadeIndex.load(folder, encoder).fill_fine(folder)``;
+        once the last chunk is in, the complete index is saved there as an ordinary version and
+        searches cascade. Searches run (in coarse mode) while it works. Does nothing for an index
+        that is complete (except consolidating a ``folder`` still holding fine parts).
+        """
+        check_int(chunk_size, "chunk_size", minimum=1, expected="a positive int")
+        check_batch_size(batch_size)
+        state, adapter = self._state, self._adapter
+        if state is None:
+            return 0
+        if state.coarse_only and adapter is None:
+            raise ValueError("fill_fine needs the index's encoder: load the index with it")
+        if folder is not None and state.coarse_only and self._saved_version(folder) is None:
+            self.save(folder)
+        total, filled = state.rows.num_rows, len(state.fine)
+        bar = progress(total=total, desc="Fine vectors", show=show_progress_bar, unit="doc")
+        bar.update(filled)
+        try:
+            for start, stop in shallow.fill_chunks(filled, total, chunk_size, batch_size):
+                assert adapter is not None
+                vectors = shallow.encode_fine(adapter, state, start, stop, batch_size)
+                with self._lock.write():
+                    if self._state is not state:
+                        raise RuntimeError("the index was cleared during fill_fine()")
+                    shallow.append_fine(state, start, vectors)
+                    if folder is not None and stop < total:
+                        self._commit(folder, start, stop)
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        if folder is not None and self.manifest is not None and self.manifest.fine_parts is not None:
+            self.save(folder)  # complete: an ordinary version, one fine.npy
+        return total - filled
+
+    def _commit(self, folder: str | os.PathLike[str], start: int, stop: int) -> None:
+        """Commit rows ``start:stop`` to ``folder`` (the whole index when an earlier commit failed)."""
+        assert self._state is not None and self.manifest is not None and self.manifest.version
+        if self.manifest.fine_count == start:
+            self.manifest = commit_chunk(folder, self._state, start, stop, self.manifest.version)
+        else:
+            self.save(folder)
+
+    def _saved_version(self, folder: str | os.PathLike[str]) -> str | None:
+        """The version id of ``folder`` when it holds what this index last saved or loaded."""
+        if self.manifest is None or not is_index_folder(folder) or is_sharded_folder(folder):
+            return None
+        version = read_manifest(folder, verify=False).version
+        return version if version == self.manifest.version else None
 
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:

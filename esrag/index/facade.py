@@ -77,6 +77,15 @@ class IndexFacade:
         """Search checked, normalised query vectors in the fitted index (read lock held)."""
         raise NotImplementedError
 
+    def _mode_in_force(self, mode: SearchMode) -> SearchMode:
+        """The mode a search asked in ``mode`` runs in (a hook: a coarse-only index answers a
+        cascade search in coarse mode); raises when the index cannot answer ``mode`` now.
+        """
+        return mode
+
+    def _check_writable(self) -> None:
+        """Raise when the index refuses writes now (a hook; the default never refuses)."""
+
     # ------------------------------------------------------------- properties
     @property
     def config(self) -> CascadeConfig:
@@ -173,6 +182,7 @@ class IndexFacade:
         for what metadata may hold and how numpy scalars and dates are converted), so bad
         input changes nothing; each batch is then stored all-or-nothing.
         """
+        self._check_writable()
         texts = check_doc_texts(texts)
         doc_ids = check_ids(ids, len(texts))
         metas = check_metadatas(metadatas, len(texts))
@@ -202,6 +212,7 @@ class IndexFacade:
         query map of a shallow-query index (``CascadeConfig.query_layer``); used only while the
         index is being fitted.
         """
+        self._check_writable()
         doc_ids, parts = vector_parts(
             coarse_source, fine, ids, texts, metadatas, query_source, dims=(self.source_dim, self.fine_dim)
         )
@@ -273,7 +284,8 @@ class IndexFacade:
         if not queries:
             return SearchResult([], [])
         if self._unfitted() and self._adapter is not None:  # nothing to find (and no query map yet)
-            return SearchResult([[] for _ in queries], [[] for _ in queries])
+            return SearchResult([[] for _ in queries], [[] for _ in queries], mode.value)
+        mode = self._mode_in_force(mode)
         source, fine = self._encode(queries, mode, False)
         return self.search_embeddings(source, fine, k, shortlist, filter, mode)
 
@@ -298,5 +310,7 @@ class IndexFacade:
         source, fine_q = check_queries(coarse_source, fine, mode, self.source_dim, self.fine_dim)
         with self._lock.read():
             if self._unfitted():
-                return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
-            return self._search_fitted(source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
+                return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source], mode.value)
+            mode = self._mode_in_force(mode)
+            result = self._search_fitted(source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
+        return SearchResult(result.ids, result.scores, mode.value)

@@ -18,6 +18,9 @@ Files of a version::
     query_map.json      only for shallow queries (+ query_map_fine.npy, query_map_source.npy of a
                         ridge map: (input_dim + 1, out) float32, the bias as the last row)
 
+A coarse-only version (format 3, a shallow-first build filling in its fine vectors) holds
+``fine-<i>.npy`` parts instead of ``fine.npy`` (:mod:`esrag.index.fine_parts`).
+
 A save writes a whole new version folder and then publishes it by atomically replacing
 ``manifest.json`` (:mod:`esrag._versions`): a crash at any point leaves the previous index
 in place, and a reader in another process, which reads the manifest once and opens every
@@ -58,7 +61,8 @@ from esrag.index.coarse import CoarseIndex
 from esrag.index.config import CascadeConfig
 from esrag.index.docstore import DocStore
 from esrag.index.fine import FineStore
-from esrag.index.manifest import FORMAT_VERSION, FileEntry, Manifest
+from esrag.index.fine_parts import part_name, part_names, read_parts
+from esrag.index.manifest import COMPLETE_FORMAT, FORMAT_VERSION, FileEntry, Manifest
 from esrag.index.query import QueryMap
 from esrag.index.rows import RowMap
 from esrag.index.state import IndexState, consistency_problem
@@ -70,6 +74,7 @@ __all__ = [
     "REQUIRED_FILES",
     "SHARDS_FILE",
     "TRANSFORM_ARRAY_FILES",
+    "VERSIONS_DIR",
     "FileEntry",
     "Manifest",
     "data_folder",
@@ -77,6 +82,7 @@ __all__ = [
     "load_state",
     "read_manifest",
     "save_state",
+    "with_version",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +127,8 @@ def _parse_manifest(data: bytes, path: Path) -> Manifest:
         raise IndexFormatError(f"{path}: unreadable manifest ({exc})") from None
     manifest = Manifest.from_json(obj, path=path)
     required = set(REQUIRED_FILES)
+    if manifest.fine_parts is not None:
+        required = (required - {FINE_FILE}) | set(part_names(manifest.fine_parts))
     if manifest.transform != "prefix":
         required |= set(TRANSFORM_ARRAY_FILES)
     if manifest.query_map is not None:
@@ -160,6 +168,13 @@ def _read_folder(folder: Path, verify: bool, load: Callable[[Manifest, Path], _T
         raise IndexFormatError(f"{path}: {exc}") from None
     except OSError as exc:  # e.g. no permission to read the manifest or a listed file
         raise IndexFormatError(f"{exc.filename or path}: unreadable ({exc.strerror or exc})") from None
+
+
+def with_version(folder: str | os.PathLike[str], load: Callable[[Manifest, Path], _T]) -> _T:
+    """``load(manifest, folder of its files)`` on the current version, locked shared while it runs
+    (sizes checked, not checksums): what a writer that reuses the version's files builds on.
+    """
+    return _read_folder(Path(folder), False, load)
 
 
 def read_manifest(folder: str | os.PathLike[str], *, verify: bool = True) -> Manifest:
@@ -209,8 +224,10 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder}: is a file, not an index folder")
     rows = state.rows.live()
+    filled = len(state.fine)
+    parts = None if filled == state.rows.num_rows else ((filled,) if filled else ())
     manifest = Manifest(
-        format_version=FORMAT_VERSION,
+        format_version=COMPLETE_FORMAT if parts is None else FORMAT_VERSION,
         **identity,
         source_dim=state.source_dim,
         fine_dim=state.fine_dim,
@@ -222,6 +239,7 @@ def save_state(state: IndexState, folder: str | os.PathLike[str], identity: dict
         next_id=int(state.rows.next_coarse_id),
         tombstones=len(state.coarse.tombstones),
         query_map=state.query_map.kind.value if state.query_map is not None else None,
+        fine_parts=parts,
     )
     try:
         if folder.is_dir():
@@ -255,8 +273,7 @@ def _publish(state: IndexState, rows: np.ndarray, manifest: Manifest, root: Path
             if path.is_file()
         }
         manifest = dataclasses.replace(manifest, files=files, version=draft.version)
-        text = json.dumps(manifest.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        draft.pointer_data = text.encode("utf-8")
+        draft.pointer_data = manifest.dump()
     return manifest
 
 
@@ -268,7 +285,10 @@ def _write_parts(state: IndexState, rows: np.ndarray, tmp: Path) -> None:
         code = next((c for c in _WRITE_ERRORS if os.strerror(c) in text), None)
         message = f"{tmp / COARSE_FILE}: {text}"
         raise (OSError(code, message) if code else OSError(message)) from exc
-    state.fine.write(tmp / FINE_FILE, rows)
+    if len(state.fine) == state.rows.num_rows:
+        state.fine.write(tmp / FINE_FILE, rows)
+    elif len(state.fine):  # coarse-only: the filled rows (the first ones) as part 0
+        state.fine.write(tmp / part_name(0), rows[: len(state.fine)])
     state.rows.write_coarse_ids(tmp / IDS_FILE, rows)
     dead = np.array(sorted(state.coarse.tombstones), dtype=np.int64)
     np.save(tmp / TOMBSTONES_FILE, dead, allow_pickle=False)
@@ -372,13 +392,11 @@ def load_state(
 def _load_parts(files: Path, manifest: Manifest, config: CascadeConfig, mmap: bool) -> IndexState:
     transform = _load_transform(files, manifest)
     try:
-        fine = FineStore.read(
-            files / FINE_FILE,
-            dim=manifest.fine_dim,
-            dtype=config.fine_dtype,
-            count=manifest.count,
-            mmap=mmap,
-        )
+        dim, dtype = manifest.fine_dim, config.fine_dtype
+        if manifest.fine_parts is None:
+            fine = FineStore.read(files / FINE_FILE, dim=dim, dtype=dtype, count=manifest.count, mmap=mmap)
+        else:
+            fine = read_parts(files, manifest.fine_parts, dim=dim, dtype=dtype, mmap=mmap)
         docs, doc_ids = DocStore.read(files / DOCS_FILE, count=manifest.count)
     except ValueError as exc:
         raise IndexFormatError(str(exc)) from None

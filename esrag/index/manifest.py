@@ -10,6 +10,7 @@ coarse ids' range and above every stored id) before the caller allocates anythin
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -21,17 +22,22 @@ from esrag.index.config import QueryMapKind
 from esrag.index.rows import MAX_COARSE_ID
 from esrag.validation import is_int
 
-__all__ = ["EMBEDDER_KINDS", "FORMAT_VERSION", "FileEntry", "Manifest"]
+__all__ = ["COMPLETE_FORMAT", "EMBEDDER_KINDS", "FORMAT_VERSION", "FileEntry", "Manifest"]
 
-FORMAT_VERSION = 2
-"""2: versioned folders (``versions/<id>/``) and a model identity block; 1: flat folder."""
+FORMAT_VERSION = 3
+"""3: a coarse-only version (shallow-first build) may hold its fine vectors in parts
+(``fine_parts``); 2: versioned folders (``versions/<id>/``) and a model identity block; 1: flat
+folder. A save writes the oldest version that describes its files: a complete index is format 2.
+"""
+COMPLETE_FORMAT = 2
+"""The format a complete index (every fine vector in ``fine.npy``) is written as."""
 EMBEDDER_KINDS = ("elastic", "embeddings", "none")
 _COUNT_FIELDS = ("source_dim", "fine_dim", "coarse_dim", "count", "next_id", "tombstones")
 _DIM_FIELDS = ("source_dim", "fine_dim", "coarse_dim")
 _OPTIONAL_FIELDS = ("esrag_version", "created_at", "version", "identity")
 """Fields a manifest may lack: the first two are informative, the last two are new in format 2."""
-_QUERY_FIELDS = ("query_view", "query_map")
-"""Fields only a shallow-query index needs (an index written before them lacks them)."""
+_QUERY_FIELDS = ("query_view", "query_map", "fine_parts")
+"""Fields only a shallow-query or a coarse-only index needs (an index written before them lacks them)."""
 _VIEW_FIELDS = ("coarse_source_view", "fine_view", "query_view")
 
 
@@ -83,13 +89,28 @@ class Manifest:
     """The queries' view (layer, dim) the index was built for (``None``: not recorded)."""
     query_map: str | None = None
     """``"none"``/``"ridge"`` for a shallow-query index (``query_map.json``), else ``None``."""
+    fine_parts: tuple[int, ...] | None = None
+    """Coarse-only (format 3): the row counts of the fine part files, in row order (the first
+    ``sum(fine_parts)`` rows have fine vectors); ``None``: every row's is in ``fine.npy``."""
+
+    @property
+    def fine_count(self) -> int:
+        """Rows whose fine vectors the version holds."""
+        return self.count if self.fine_parts is None else sum(self.fine_parts)
+
+    def dump(self) -> bytes:
+        """The manifest file's bytes (sorted keys, UTF-8)."""
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        return text.encode("utf-8")
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON object."""
         out = dataclasses.asdict(self)
-        for name in _VIEW_FIELDS:
+        for name in (*_VIEW_FIELDS, "fine_parts"):
             if out[name] is not None:
                 out[name] = list(out[name])
+        if out["fine_parts"] is None:
+            del out["fine_parts"]  # a complete index's manifest is format 2's
         return out
 
     @classmethod
@@ -120,6 +141,8 @@ class Manifest:
         for name in _VIEW_FIELDS:
             if values.get(name) is not None:
                 values[name] = (values[name][0], values[name][1])
+        if values.get("fine_parts") is not None:
+            values["fine_parts"] = tuple(values["fine_parts"])
         return cls(**values)
 
 
@@ -149,6 +172,12 @@ def _bounds_problem(data: dict[str, Any]) -> str | None:
         return f"coarse_dim {data['coarse_dim']} exceeds source_dim {data['source_dim']}"
     if data["next_id"] > MAX_COARSE_ID:
         return f"field 'next_id' must be at most {MAX_COARSE_ID}, got {data['next_id']}"
+    parts = data.get("fine_parts")
+    if parts is not None:
+        if data["format_version"] < 3 or not (isinstance(parts, list) and all(map(_is_count, parts))):
+            return f"field 'fine_parts' must be a list of row counts (format 3), got {parts!r}"
+        if sum(parts) > data["count"] or data["tombstones"]:
+            return f"fine_parts {parts} exceed count {data['count']} or come with tombstones"
     if data["count"] + data["tombstones"] > data["next_id"]:
         return (
             f"count {data['count']} + tombstones {data['tombstones']} exceed next_id {data['next_id']} "

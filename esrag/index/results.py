@@ -14,6 +14,9 @@ class SearchResult:
 
     ids: list[list[str]]
     scores: list[list[float]]
+    mode: str | None = None
+    """The mode the search ran in (``"cascade"``, ``"coarse"``, ``"fine"``): ``"coarse"`` for a
+    cascade search of a coarse-only index, whose fine vectors are still being filled in."""
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -110,7 +110,7 @@ def shard_stats(states: Sequence[IndexState]) -> dict[str, Any]:
     """:func:`esrag.index.state.state_stats` summed over the shards."""
     parts = [st.state_stats(s) for s in states]
     out = dict(parts[0])
-    for name in ("documents", "rows", "tombstones"):
+    for name in ("documents", "rows", "tombstones", "fine_vectors"):
         out[name] = sum(p[name] for p in parts)
     out["fine_memory_mapped"] = all(p["fine_memory_mapped"] for p in parts)
     return out

@@ -69,6 +69,19 @@ class IndexState:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def coarse_only(self) -> bool:
+        """Whether some rows still lack their fine vector (a shallow-first build being filled in:
+        the fine store holds the first rows' vectors, the last ones are pending).
+        """
+        return len(self.fine) < self.rows.num_rows
+
+    def mode_line(self) -> str:
+        """Which search mode is in force, in words."""
+        if not self.coarse_only:
+            return "cascade"
+        return f"coarse-only: fine vectors for {len(self.fine)} of {self.rows.num_rows} documents"
+
 
 def new_state(
     config: CascadeConfig,
@@ -140,9 +153,11 @@ def consistency_problem(state: IndexState) -> str | None:
     """What disagrees between the state's parts (what a save checks before writing), or ``None``."""
     rows, live = state.rows.num_rows, len(state.rows)
     coarse_live = state.coarse.ntotal - len(state.coarse.tombstones)
+    if state.coarse_only and live != rows:
+        return f"a coarse-only index has {rows - live} deleted rows (no write is allowed while it fills in)"
     for what, count, want in (
         ("live coarse vectors", coarse_live, live),
-        ("fine rows", len(state.fine), rows),
+        ("fine rows", len(state.fine), len(state.fine) if state.coarse_only else rows),  # filled: the first
         ("doc store rows", len(state.docs), rows),
     ):
         if count != want:
@@ -168,6 +183,12 @@ def fine_vectors_of(state: IndexState, ids: Sequence[str]) -> tuple[list[str], n
     found = state.rows.found(ids)
     if not found:
         return [], np.zeros((0, state.fine_dim), dtype=np.float32)
+    pending = [i for i, row in found if row >= len(state.fine)]
+    if pending:
+        raise ValueError(
+            f"{len(pending)} of these documents (e.g. {pending[0]!r}) have no fine vector yet "
+            f"({state.mode_line()}); fill them in first (CascadeIndex.fill_fine)"
+        )
     return [i for i, _ in found], state.fine.gather(np.array([r for _, r in found], dtype=np.int64))
 
 
@@ -175,7 +196,9 @@ def state_stats(state: IndexState) -> dict[str, Any]:
     """Counts and settings of a fitted state (see :meth:`CascadeIndex.stats`)."""
     return {
         "documents": len(state.rows),
-        "rows": len(state.fine),
+        "rows": state.rows.num_rows,
+        "fine_vectors": len(state.fine),
+        "mode": state.mode_line(),
         "tombstones": len(state.coarse.tombstones),
         "index_type": state.config.index_type,
         "transform": state.transform.kind.value,
@@ -194,6 +217,8 @@ def empty_stats(config: CascadeConfig, source_dim: int | None, fine_dim: int | N
     return {
         "documents": 0,
         "rows": 0,
+        "fine_vectors": 0,
+        "mode": "cascade",
         "tombstones": 0,
         "index_type": config.index_type,
         "transform": None,

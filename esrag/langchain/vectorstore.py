@@ -52,6 +52,14 @@ class CascadeVectorStore(VectorStore):
         """The LangChain ``Embeddings`` given, or ``None`` for an esrag encoder."""
         return self._embedding if isinstance(self._embedding, Embeddings) else None
 
+    @property
+    def search_mode(self) -> str:
+        """The mode searches run in: ``"cascade"``, or ``"coarse-only: fine vectors for X of N
+        documents"`` while a shallow-first index fills in its fine vectors (searches then run in
+        coarse mode and writes are refused; see ``CascadeIndex.fill_fine``).
+        """
+        return str(self.index.stats().get("mode", "cascade"))
+
     # ------------------------------------------------------------------ write
     def add_texts(
         self,
@@ -115,6 +123,8 @@ class CascadeVectorStore(VectorStore):
         _check_kwargs("similarity_search", kwargs, ("k", "filter", "shortlist", "mode"))
         shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
         result = self.index.search([query], k=k, shortlist=shortlist, filter=filter, mode=mode)
+        if result.mode != SearchMode(mode).value:
+            logger.info("searched in %s mode (the index is %s)", result.mode, self.search_mode)
         return self._documents(result.ids[0], result.scores[0])
 
     def similarity_search(
@@ -281,6 +291,11 @@ class CascadeRetriever(VectorStoreRetriever):
     k: int | None = None
     shortlist: int | None = None
     filter: dict[str, Any] | None = None
+
+    @property
+    def search_mode(self) -> str:
+        """The mode in force (see :attr:`CascadeVectorStore.search_mode`)."""
+        return self.vectorstore.search_mode
 
     def _merged(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         direct = {
