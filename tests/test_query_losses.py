@@ -189,6 +189,21 @@ def test_cli_parses_comma_lists_and_rejects_bad_ones(capsys: pytest.CaptureFixtu
     assert "invalid choice: 'kl'" in capsys.readouterr().err
 
 
+def test_pipeline_train_step_passes_query_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from esrag.cli.main import build_parser, main
+
+    recipe = tmp_path / "qt.toml"
+    recipe.write_text(
+        '[train]\ntrain = "pairs.jsonl"\noutput = "runs/q"\nquery_layers = [2, 3]\nquery_loss = "both"\n'
+    )
+    assert main(["run", str(recipe), "--dry-run"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("== esrag train"))
+    assert "--query-layers 2 --query-layers 3 --query-loss both" in line
+    argv = line.removeprefix("== esrag ").split()
+    cfg = config_from_args(build_parser(argv).parse_args(argv))
+    assert cfg.query_layers == (2, 3) and cfg.query_loss is QueryLoss.BOTH
+
+
 # ----------------------------------------------------------------- a trained model, served
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
