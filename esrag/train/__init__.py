@@ -23,6 +23,7 @@ __all__ = [
     "ExpressReduction",
     "PcaMode",
     "Precision",
+    "QueryLoss",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -36,6 +37,7 @@ _EXPORTS = {
     "ExpressReduction": "esrag.train.config",
     "PcaMode": "esrag.train.config",
     "Precision": "esrag.train.config",
+    "QueryLoss": "esrag.train.config",
     "TrainConfig": "esrag.train.config",
     "Examples": "esrag.train.examples",
     "load_training_data": "esrag.train.data",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ExpressReduction,
         PcaMode,
         Precision,
+        QueryLoss,
         TrainConfig,
     )
     from esrag.train.data import load_training_data

@@ -42,8 +42,14 @@ _HELP = {
     "epochs": "passes over the data (default: from the data's size)",
     "max_length": "tokens per text while training (default: from the data's token lengths)",
     "warmup_ratio": "share of the steps with linear warmup (default 10%%, at most 100 steps)",
+    "query_layers": "shallow query layers K[,K...] to train against last-layer documents "
+    "(repeatable), for an index built with --query-layer K --query-map none",
+    "query_loss": "the query layers' terms: distill (label-free: a query's layer K towards its "
+    "own detached last layer), contrastive (layer-K query vs its positive's last layer, in-batch "
+    "and hard negatives) or both",
+    "query_weight": "weight of the query layers' terms (added to the ESE loss)",
 }
-_REPEATED = {"train", "eval", "where", "eval_views", "layers", "prefix_dims"}
+_REPEATED = {"train", "eval", "where", "eval_views", "layers", "prefix_dims", "query_layers"}
 
 
 def _option(name: str) -> str:
@@ -65,6 +71,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                 choices=choices,
                 default=default.value,
                 help=f"{help_text} (default {default.value})",
+            )
+        elif name == "query_layers":
+            parser.add_argument(
+                _option(name),
+                action="extend",
+                type=_int_list,
+                default=None,
+                metavar="K[,K...]",
+                help=help_text,
             )
         elif name in _REPEATED:
             item = int if name in ("layers", "prefix_dims") else str
@@ -105,6 +120,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                 help=f"{help_text}" + ("" if required else f" (default {default})"),
             )
     return parser
+
+
+def _int_list(text: str) -> list[int]:
+    """``"2,3"`` → ``[2, 3]`` (argparse reports the ValueError as an invalid value)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer numbers like 2,3, got {text!r}") from None
 
 
 def _scalar_type(hint: Any) -> type:

@@ -17,6 +17,7 @@ __all__ = [
     "ExpressReduction",
     "PcaMode",
     "Precision",
+    "QueryLoss",
     "TrainConfig",
 ]
 
@@ -62,12 +63,21 @@ class ExpressReduction(str, enum.Enum):
     MEAN = "mean"
 
 
+class QueryLoss(str, enum.Enum):
+    """The shallow-query terms of ``query_layers`` (see :mod:`esrag.train.losses.query`)."""
+
+    DISTILL = "distill"  # label-free: layer-k query → its own detached last layer
+    CONTRASTIVE = "contrastive"  # layer-k query vs the last layer of its positive (in-batch negatives)
+    BOTH = "both"
+
+
 _ENUMS: dict[str, type[enum.Enum]] = {
     "kind": DataKind,
     "corpus_pairs": CorpusPairs,
     "precision": Precision,
     "pca": PcaMode,
     "express_reduction": ExpressReduction,
+    "query_loss": QueryLoss,
 }
 _INT_MINIMUMS = {
     **dict.fromkeys(("batch_size", "grad_accum", "compress_dim", "keep_checkpoints", "log_every"), 1),
@@ -78,7 +88,7 @@ _INT_MINIMUMS = {
 _OPTIONAL_INTS = frozenset({"max_steps", "max_examples", "max_length", "eval_every"})
 _AUTO = frozenset({"epochs", "warmup_ratio", "eval_fraction"})  # None: chosen from the data
 _STR_TUPLES = ("train", "eval", "eval_views", "where")
-_INT_TUPLES = ("layers", "prefix_dims")
+_INT_TUPLES = ("layers", "prefix_dims", "query_layers")
 
 # Fields that may change between an interrupted run and its resumption.
 RESUME_IGNORED_FIELDS = frozenset(
@@ -140,6 +150,15 @@ class TrainConfig:
         compress_weight, compress_temperature, pca (running/batch), pca_momentum.
         prefix_dims: extra base-loss terms on these prefix widths of every trained layer (a
         2DMSE/Matryoshka ingredient, not in the ESE paper; off by default).
+    Shallow queries (see :mod:`esrag.train.losses.query`)
+        query_layers: layers a query's encoder pass will stop at, against last-layer
+            documents (an index with ``query_layer=k, query_map="none"``); each adds
+            ``query_weight`` · the ``query_loss`` terms, averaged over the layers, to the ESE
+            loss: ``distill`` (the anchor's layer-k embedding towards its own detached last
+            layer; label-free), ``contrastive`` (InfoNCE of the anchor's layer-k embedding
+            against the detached last-layer positives, in-batch and hard negatives) or
+            ``both``. Held-out selection then scores each layer-k query against the full
+            view's documents (the default ``eval_views`` become the full view alone).
     Checkpoints
         checkpoint_dir (default ``<output>-checkpoints``), save_every (steps; 0: only at
         evaluations and the end), keep_checkpoints, resume (continue an interrupted run).
@@ -201,6 +220,9 @@ class TrainConfig:
     pca: PcaMode = PcaMode.RUNNING
     pca_momentum: float = 0.99
     prefix_dims: tuple[int, ...] = ()
+    query_layers: tuple[int, ...] = ()
+    query_loss: QueryLoss = QueryLoss.DISTILL
+    query_weight: float = 1.0
     # checkpoints and reporting
     checkpoint_dir: str | None = None
     save_every: int = 50
@@ -266,6 +288,7 @@ class TrainConfig:
             "compress_temperature": lambda v: v >= 0,
             "pca_momentum": lambda v: 0 <= v < 1,
             "eval_fraction": lambda v: 0 <= v < 1,
+            "query_weight": lambda v: v > 0,
         }
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -273,7 +296,7 @@ class TrainConfig:
                 continue
             if not is_number(value) or not ok(value):
                 raise ValueError(f"{name} has an invalid value {value!r}")
-        for name in ("layers", "prefix_dims"):
+        for name in ("layers", "prefix_dims", "query_layers"):
             for position, value in enumerate(getattr(self, name)):
                 if value < 1:
                     raise ValueError(f"{name}[{position}] must be >= 1, got {value}")

@@ -121,21 +121,31 @@ class SliceScores:
 
 
 def _retrieval(
-    encoder: EspressoEncoder, part: RetrievalSlice, views: Sequence[View], batch_size: int
-) -> tuple[list[float], list[float]]:
-    """(per-view mean nDCG@10, per-query nDCG@10 of the last view)."""
-    queries = encoder.encode(part.queries, views, batch_size=batch_size)
+    encoder: EspressoEncoder,
+    part: RetrievalSlice,
+    views: Sequence[View],
+    batch_size: int,
+    query_views: Sequence[View] = (),
+) -> tuple[list[float], list[float], list[float]]:
+    """(per-view mean nDCG@10, per-query nDCG@10 of the last view, per-query-view mean nDCG@10
+    of shallow queries against the last view's documents).
+    """
+    queries = encoder.encode(part.queries, [*views, *query_views], batch_size=batch_size)
     docs = encoder.encode(part.docs, views, batch_size=batch_size)
     means: list[float] = []
     per_query: list[float] = []
-    for q, d in zip(queries, docs, strict=True):
-        scores = q @ d.T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-        run = {str(i): [str(int(j)) for j in row] for i, row in enumerate(top)}
-        values = ndcg_at_k(run, part.qrels, 10, per_query=True)
-        per_query = [values.get(str(i), 0.0) for i in range(len(part.queries))]
+    for q, d in zip(queries, docs, strict=False):
+        per_query = _ndcg_per_query(q, d, part)
         means.append(float(np.mean(per_query)) if per_query else 0.0)
-    return means, per_query
+    shallow = [_ndcg_per_query(q, docs[-1], part) for q in queries[len(views) :]]
+    return means, per_query, [float(np.mean(v)) if v else 0.0 for v in shallow]
+
+
+def _ndcg_per_query(queries: np.ndarray, docs: np.ndarray, part: RetrievalSlice) -> list[float]:
+    top = np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :10]
+    run = {str(i): [str(int(j)) for j in row] for i, row in enumerate(top)}
+    values = ndcg_at_k(run, part.qrels, 10, per_query=True)
+    return [values.get(str(i), 0.0) for i in range(len(part.queries))]
 
 
 def score_slices(
@@ -144,8 +154,13 @@ def score_slices(
     views: Sequence[View],
     *,
     batch_size: int = 32,
+    query_views: Sequence[View] = (),
 ) -> SliceScores:
-    """Score every slice at every view; the last of ``views`` is the full view."""
+    """Score every slice at every view; the last of ``views`` is the full view.
+
+    ``query_views`` (retrieval slices only): shallow query views scored against the full
+    view's documents (``"<source> @ query <view> ndcg@10"``), counted with the shallow views.
+    """
     values: dict[str, float] = {}
     full: list[float] = []
     shallow: list[float] = []
@@ -160,8 +175,11 @@ def score_slices(
             items[part.source] = [float(c) for c in cosines[-1]]
             metric = "spearman"
         else:
-            means, items[part.source] = _retrieval(encoder, part, views, batch_size)
+            means, items[part.source], asymmetric = _retrieval(encoder, part, views, batch_size, query_views)
             metric = "ndcg@10"
+            for view, value in zip(query_views, asymmetric, strict=True):
+                values[f"{part.source} @ query {view} {metric}"] = value
+            shallow += asymmetric
         for view, value in zip(views, means, strict=True):
             values[f"{part.source} @ {view} {metric}"] = value
         full.append(means[-1])

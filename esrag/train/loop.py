@@ -107,6 +107,7 @@ class Run:
     settings: Settings
     holdout: tuple[str, ...] = ()
     negatives: dict[str, list[int]] = field(default_factory=dict)
+    query_views: tuple[View, ...] = ()  # shallow query views scored against the full view
 
     def train_state(self, config: TrainConfig, snapshot: Snapshot | None = None) -> TrainState:
         """The checkpoint of this run as it stands (RNG and PCA from ``snapshot``, else now)."""

@@ -1,5 +1,6 @@
 """What a run optimises, built from its :class:`TrainConfig`: trained layers, evaluation
-views, the ESE losses, AdamW with its warmup/decay schedule, activation checkpointing.
+views, the ESE losses, the shallow-query terms, AdamW with its warmup/decay schedule,
+activation checkpointing.
 
 Pure builders: they read the config and the encoder, validate the model's shape against
 the config, and return new objects; the :class:`~esrag.train.trainer.Trainer` owns them.
@@ -15,14 +16,24 @@ import torch
 
 from esrag.encoder import EspressoEncoder, View, parse_view, validate_views
 from esrag.train.config import Precision, TrainConfig
-from esrag.train.losses import CompressLoss, CoSENTLoss, ESELoss, ExpressLoss, InfoNCELoss
+from esrag.train.losses import (
+    CompressLoss,
+    CoSENTLoss,
+    ESELoss,
+    ExpressLoss,
+    InfoNCELoss,
+    ShallowQueryLoss,
+)
 
 __all__ = [
     "autocast_dtype",
     "build_losses",
     "build_optimizer",
+    "build_query_loss",
     "eval_views",
     "lr_factor",
+    "query_layers",
+    "query_views",
     "set_activation_checkpointing",
     "trained_layers",
 ]
@@ -65,11 +76,42 @@ def trained_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
     return [*shallow, last]
 
 
+def query_layers(config: TrainConfig, encoder: EspressoEncoder) -> list[int]:
+    """``config.query_layers`` checked against the model (shallow layers 1..L-1), ascending.
+
+    Raises ValueError naming the position of a layer that is not a shallow layer.
+    """
+    last = encoder.num_layers
+    for position, layer in enumerate(config.query_layers):
+        if not 1 <= layer < last:
+            raise ValueError(
+                f"query_layers[{position}] = {layer} is not a shallow layer of this "
+                f"{last}-layer model (1..{last - 1}): a query layer must stop before the documents' layer"
+            )
+    return sorted(set(config.query_layers))
+
+
+def query_views(config: TrainConfig, encoder: EspressoEncoder) -> list[View]:
+    """The query views held-out selection scores against the full view's documents."""
+    return [View(layer, encoder.hidden_size) for layer in query_layers(config, encoder)]
+
+
+def build_query_loss(config: TrainConfig, encoder: EspressoEncoder) -> ShallowQueryLoss | None:
+    """The shallow-query terms of ``config.query_layers`` (None without query layers)."""
+    layers = query_layers(config, encoder)
+    if not layers:
+        return None
+    return ShallowQueryLoss(layers, config.query_loss, scale=config.scale, weight=config.query_weight)
+
+
 def eval_views(config: TrainConfig, encoder: EspressoEncoder) -> list[View]:
     """The views held-out selection scores, the full view last (it is always scored):
-    ``config.eval_views`` checked against the model, else layer 2 at ``compress_dim``.
+    ``config.eval_views`` checked against the model, else layer 2 at ``compress_dim`` (the
+    full view alone with ``query_layers``: their shallow queries are scored instead).
     """
     full = View(encoder.num_layers, encoder.hidden_size)
+    if not config.eval_views and config.query_layers:
+        return [full]
     if config.eval_views:
         views = validate_views(
             [parse_view(v) for v in config.eval_views], encoder.num_layers, encoder.hidden_size

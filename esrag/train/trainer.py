@@ -23,13 +23,15 @@ from esrag.train.defaults import encoding_length
 from esrag.train.evaluate import paired_noise, score_slices
 from esrag.train.folders import check_checkpoint_dir, check_output, write_output
 from esrag.train.loop import Progress, Run, Snapshot, restore
-from esrag.train.losses import CompressLoss, ESELoss, LossOutput, PairEmbeddings
+from esrag.train.losses import CompressLoss, ESELoss, LossOutput, PairEmbeddings, ShallowQueryLoss
 from esrag.train.losses.base import float32_region
 from esrag.train.objective import (
     autocast_dtype,
     build_losses,
     build_optimizer,
+    build_query_loss,
     eval_views,
+    query_views,
     set_activation_checkpointing,
     trained_layers,
 )
@@ -78,7 +80,7 @@ class Trainer:
     stop; :meth:`_on_interrupt` and :meth:`_finish` close the run.
     """
 
-    layers: list[int]  # the layers in the loss; set by _setup()
+    layers: list[int]  # the layers in the ESE loss; set by _setup()
     infonce: ESELoss  # the loss of pair batches; set by _setup()
     cosent: ESELoss  # the loss of scored batches; set by _setup()
 
@@ -93,6 +95,12 @@ class Trainer:
         self._max_length: int | None = None  # tokens per text; set by fit() (default the encoder's)
         self._noise: Noise = no_noise  # selection's noise between two evaluations; set by fit()
         self._last_items: dict[str, list[float]] = {}  # per-item values of the last evaluation
+        self.query_loss: ShallowQueryLoss | None = None  # the shallow-query terms; set by _setup()
+
+    @property
+    def embedded(self) -> list[int]:
+        """The layers embedded per batch: the ESE loss's and the query layers, ascending."""
+        return sorted({*self.layers, *(self.query_loss.layers if self.query_loss is not None else ())})
 
     # ------------------------------------------------------------------ the objective
     def _losses(self) -> tuple[ESELoss, ESELoss, CompressLoss | None]:
@@ -104,7 +112,7 @@ class Trainer:
             texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
         features = {k: v.to(enc.device) for k, v in batch.items()}
-        return enc.pooled_layers(features, self.layers)
+        return enc.pooled_layers(features, self.embedded)
 
     def _loss(self, enc: EspressoEncoder, batch: Batch) -> LossOutput:
         """The batch's loss: embeddings under autocast (if on), the loss in float32."""
@@ -126,11 +134,16 @@ class Trainer:
                 scores,
                 mask,
             )
-            for layer in self.layers
+            for layer in self.embedded
         }
         loss = self.cosent if scores is not None else self.infonce
         with float32_region(enc.device):
-            return loss(per_layer)
+            out = loss({layer: per_layer[layer] for layer in self.layers})
+            if self.query_loss is None:
+                return out
+            query, parts = self.query_loss(per_layer)
+            total = out.loss + query
+            return LossOutput(total, {**out.parts, **parts, "loss": float(total.detach())})
 
     # ------------------------------------------------------------------ the driver
     def fit(self) -> TrainResult:
@@ -164,6 +177,7 @@ class Trainer:
         resume_from, saved = self._resume_point()
         enc = self._encoder(resume_from)
         self.layers = trained_layers(cfg, enc)
+        self.query_loss = build_query_loss(cfg, enc)
         views = eval_views(cfg, enc)
         data = prepare(cfg, loaded, enc, saved)
         total = data.settings.total_steps
@@ -202,6 +216,7 @@ class Trainer:
             settings=data.settings,
             holdout=data.holdout,
             negatives=data.negatives,
+            query_views=tuple(query_views(cfg, enc)),
         )
         self._log_start(run)
         return run
@@ -219,13 +234,16 @@ class Trainer:
     def _log_start(self, run: Run) -> None:
         cfg = self.config
         logger.info(
-            "ESE training: %d rows (%d held out), %d steps of %d x %d, layers %s, device %s, autocast %s",
+            "ESE training: %d rows (%d held out), %d steps of %d x %d, layers %s, query layers %s (%s), "
+            "device %s, autocast %s",
             run.train_examples,
             run.eval_examples,
             run.total,
             cfg.batch_size,
             cfg.grad_accum,
             self.layers,
+            list(self.query_loss.layers) if self.query_loss else "none",
+            cfg.query_loss.value if self.query_loss else "-",
             run.encoder.device,
             self._amp_dtype or "off",
         )
@@ -335,7 +353,9 @@ class Trainer:
         enc.model.eval()
         try:
             with encoding_length(enc, self._max_length or enc.max_length):
-                scores = score_slices(enc, run.slices, run.views, batch_size=self.config.batch_size)
+                scores = score_slices(
+                    enc, run.slices, run.views, batch_size=self.config.batch_size, query_views=run.query_views
+                )
         finally:
             enc.model.train()
         base = run.progress.selection.base
