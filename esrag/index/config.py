@@ -11,7 +11,7 @@ from typing import Any
 from esrag.encoder.views import View, parse_view
 from esrag.validation import check_int, check_number, is_number
 
-__all__ = ["CascadeConfig", "check_exit_margin", "FineDType", "QueryMapKind", "SearchMode", "Transform"]
+__all__ = ["CascadeConfig", "FineDType", "QueryMapKind", "SearchMode", "Transform", "check_exit_margin"]
 
 
 class Transform(str, enum.Enum):

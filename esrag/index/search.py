@@ -44,8 +44,8 @@ __all__ = [
     "exact_topk",
     "filter_rows",
     "rerank",
-    "search_path",
     "rows_result",
+    "search_path",
     "search_state",
     "top_by_score",
 ]
@@ -310,4 +310,6 @@ def _search_rows(
     if path is SearchPath.COARSE:
         return coarse_topk(state, state.transform(source), k, candidates)
     assert fine_q is not None
-    return cascade_finish(state, fine_q, cascade_shortlist(state, source, shortlist, candidates), k, candidates)
+    return cascade_finish(
+        state, fine_q, cascade_shortlist(state, source, shortlist, candidates), k, candidates
+    )
