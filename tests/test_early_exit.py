@@ -191,3 +191,80 @@ def test_sharded_index_refuses_a_margin(tiny_encoder: Any) -> None:
     sharded = ShardedIndex.build(tiny_encoder, TEXTS[:60], shards=2, config=CFG)
     with pytest.raises(ValueError, match=r"exit_margin .* is not supported by a sharded index"):
         sharded.search(QUERIES[0], k=3, exit_margin=0)
+
+
+# ------------------------------------------------------------------ calibration / sweep
+def test_exit_points_by_hand() -> None:
+    from esrag.evaluation.exit_calibration import exit_points
+
+    margins = np.array([0.9, 0.7, 0.5, 0.1])
+    cascade = np.array([1.0, 1.0, 1.0, 1.0])
+    coarse = np.array([1.0, 1.0, 0.0, 0.0])  # the two most decisive queries lose nothing
+    found = exit_points(margins, cascade, coarse, reference=1.0, target=0.99, rates=(0.25, 0.75))
+    best = found[0]
+    assert best.calibrated and (best.margin, best.exit_rate, best.quality) == (0.7, 0.5, 1.0)
+    rest = {p.exit_rate: p for p in found[1:]}
+    assert rest[0.25].margin == 0.9 and rest[0.25].quality == 1.0
+    assert rest[0.75].margin == 0.5 and rest[0.75].quality == pytest.approx(2 / 3 + 1 / 12)
+    # unjudged queries (NaN) count for the exit rate only
+    nan = exit_points(
+        margins, np.array([1.0, np.nan, 1.0, 1.0]), coarse, reference=1.0, target=0.99, rates=()
+    )
+    assert (nan[0].margin, nan[0].exit_rate) == (0.7, 0.5)
+    assert exit_points(margins, cascade, coarse * 0, reference=1.0, target=0.99, rates=()) == []
+
+
+def test_sweep_calibrates_the_exit_margin() -> None:
+    from esrag.evaluation.encoder_cost import EncoderCost
+    from esrag.evaluation.sweep import SweepGrid, run_sweep
+
+    from .test_depth_cost import TINY
+
+    rng = np.random.default_rng(0)
+    n, h = 300, 16
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    deep = unit(rng.normal(size=(n, h)))
+    shallow = unit(deep + 0.08 * rng.normal(size=(n, h)))
+    q_deep = unit(deep[:60] + 0.15 * rng.normal(size=(60, h)))
+    q_shallow = unit(q_deep + 0.08 * rng.normal(size=(60, h)))
+    cost = EncoderCost(
+        TINY,
+        {1: 1e6, 2: 2e6, 3: 3e6},
+        {1: 1e7, 2: 2e7, 3: 3e7},
+        {1: 1.0, 2: 2.0, 3: 3.0},
+        {1: 1.5, 2: 3.0, 3: 4.5},
+        {1: 10.0, 2: 20.0, 3: 30.0},
+    )
+    grid = SweepGrid(layers=(1, 3), dims=(h,), transforms=("prefix",), shortlists=(20,), early_exit=True)
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(60)}
+    result = run_sweep(
+        {1: shallow, 3: deep},
+        {1: q_shallow, 3: q_deep},
+        doc_ids=[f"d{i}" for i in range(n)],
+        qids=[f"q{i}" for i in range(60)],
+        fine_view=(3, h),
+        grid=grid,
+        qrels=qrels,
+        target=0.95,
+        timing_queries=2,
+        encoder_cost=cost,
+    )
+    plain = [p for p in result.points if p.exit_margin is None]
+    exiting = [p for p in result.points if p.exit_margin is not None]
+    assert len(plain) == 2 and exiting and all(p.layer == 1 for p in exiting)  # layer 3 = the pass: no exit
+    base = next(p for p in plain if p.layer == 1)
+    for p in exiting:
+        r = p.exit_rate
+        assert 0 < r <= 1
+        assert p.encoder_flops == pytest.approx(r * 1e6 + (1 - r) * 3e6)  # exited: pass to layer 1
+        assert p.exit_saving == pytest.approx(1 - p.end_to_end_flops / base.end_to_end_flops)
+        assert p.exit_saving > 0
+    calibrated = [p for p in exiting if p.exit_calibrated]
+    assert len(calibrated) == 1 and calibrated[0].retention >= 0.95 and calibrated[0].exit_rate > 0
+    higher = [p for p in exiting if p.exit_rate > calibrated[0].exit_rate]
+    assert all(p.retention < 0.95 for p in higher)  # the most exits that keep the target
+    assert "exit ≥" in result.to_markdown()
+    json.dumps(result.to_json())
