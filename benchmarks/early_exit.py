@@ -2,7 +2,7 @@
 
 The corpus (5,183 documents) and all 1,109 SciFact queries are encoded once at every layer
 (``esrag.encoder.cache.encode_cached``, shared with ``benchmarks/search.py``). For cascades
-with a shallow coarse stage (``--layers``, PCA to ``--dim`` dims, flat coarse index) and full
+with a shallow coarse stage (``--layers``, ``--transforms`` to ``--dim`` dims, flat coarse index) and full
 -depth queries (layer 6), :func:`esrag.evaluation.sweep.run_sweep` with ``early_exit`` gives
 on the **test** queries each setting without early exit and with it at fixed exit rates (the
 Pareto points, margins picked on the test queries themselves, so they are a curve, not a
@@ -66,7 +66,7 @@ def _sweep(v: dict[str, Any], split: Any, grid: SweepGrid, cost: Any, args: argp
     return run_sweep(
         d_layers,
         q_layers,
-        doc_ids=split.doc_ids(),
+        doc_ids=split.doc_ids,
         qids=qids,
         fine_view=(6, 384),
         grid=grid,
@@ -93,7 +93,7 @@ def _held_out(v: dict[str, Any], point: Any, margin: float) -> dict[str, Any]:
         shortlist=point.shortlist,
     )
     index = CascadeIndex.build_from_embeddings(
-        docs[:, point.layer - 1, :], fine_vectors(docs[:, 5, :], 384), ids=test.doc_ids(), config=config
+        docs[:, point.layer - 1, :], fine_vectors(docs[:, 5, :], 384), ids=test.doc_ids, config=config
     )
     source, fine = q_layers[point.layer], q_layers[6]
     got = index.search_embeddings(source, fine, k=10, shortlist=point.shortlist, exit_margin=margin)
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--layers", default="2,3")
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--shortlists", default="100")
+    parser.add_argument("--shortlists", default="100,300")
+    parser.add_argument("--transforms", default="adapter,pca")
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--timing-queries", type=int, default=50)
     parser.add_argument("--torch-threads", type=int, default=2)
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = SweepGrid(
         layers=(*layers, 6),
         dims=(args.dim,),
-        transforms=("pca",),
+        transforms=tuple(args.transforms.split(",")),
         shortlists=tuple(int(x) for x in args.shortlists.split(",")),
         early_exit=True,
     )
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             (
                 q
                 for q in train.points
-                if q.exit_calibrated and (q.layer, q.dim, q.shortlist) == (p.layer, p.dim, p.shortlist)
+                if q.exit_calibrated
+                and (q.layer, q.dim, q.transform, q.shortlist) == (p.layer, p.dim, p.transform, p.shortlist)
             ),
             None,
         )
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         b = r["base"]
-        name = f"L{b['layer']}/{b['dim']} pca s{b['shortlist']}"
+        name = f"L{b['layer']}/{b['dim']} {b['transform']} s{b['shortlist']}"
         lines.append(
             f"| {name} | none | 0% | {b['quality']:.4f} | {b['retention']:.3f} | 1.000 | "
             f"{b['end_to_end_flops'] / 1e6:.1f} | {b['end_to_end_ms_p50']:.2f} | 0% |"
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         b, held = r["base"], r["held_out"]
-        name = f"L{b['layer']}/{b['dim']} pca s{b['shortlist']}"
+        name = f"L{b['layer']}/{b['dim']} {b['transform']} s{b['shortlist']}"
         if b["layer"] == 6:
             continue
         if held is None:
