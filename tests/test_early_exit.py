@@ -175,6 +175,17 @@ def test_cli_exit_margin(
     assert "exited" not in json.loads(capsys.readouterr().out)
     assert main(["search", "--index", "ix", QUERIES[0], "--exit-margin", "0"]) == 0
     assert "(early exit: coarse scores)" in capsys.readouterr().out
+    # sweep/tune calibrate it (label-free here: document-derived queries)
+    sweep = ["--index", "ix", "--model", model, "--layers", "1", "--dims", "8", "--transforms", "prefix"]
+    sweep += ["--shortlists", "20", "--early-exit", "--sample-queries", "30", "--timing-queries", "2", "-q"]
+    assert main(["sweep", *sweep, "--json", "--no-plot", "--output", "sw"]) == 0
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert any(p["exit_margin"] is not None and 0 < p["exit_rate"] <= 1 for p in points)
+    assert "exit ≥" in (tmp_path / "sw" / "sweep.md").read_text()
+    main(["tune", *sweep, "--target", "0.5", "--json"])
+    tuned = json.loads(capsys.readouterr().out)
+    applied = CascadeIndex.load("ix").config.exit_margin
+    assert applied == (tuned["recommended"] or {}).get("exit_margin")
     for bad, why in (
         ("-1", "--exit-margin must be a number >= 0"),
         ("nan", "must be a number >= 0"),
