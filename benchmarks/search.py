@@ -311,6 +311,7 @@ def child_together(items: list[dict[str, Any]], work: Path, args: argparse.Names
         if not args.progressive:
             runners[name] = search_text
             continue
+        index.reconfigure(progressive=True)
         sequential = _open(item["cfg"], work, Path(item["folder"]), encoder, args.k)
         sequential[0].reconfigure(progressive=False)
         pairs.append((search_text, sequential[2]))

@@ -116,7 +116,7 @@ def test_config_margin_is_the_default_and_persists(tiny_encoder: Any, tmp_path: 
     del saved["config"]["exit_margin"], saved["config"]["progressive"]
     (tmp_path / "ix" / "manifest.json").write_text(json.dumps(saved))
     old = CascadeIndex.load(tmp_path / "ix", tiny_encoder)
-    assert old.config.exit_margin is None and old.config.progressive is True
+    assert old.config.exit_margin is None and old.config.progressive is False
     saved["config"]["exit_margin"] = -1
     (tmp_path / "ix" / "manifest.json").write_text(json.dumps(saved))
     with pytest.raises(
@@ -128,7 +128,7 @@ def test_config_margin_is_the_default_and_persists(tiny_encoder: Any, tmp_path: 
 def test_format1_folders_load_without_an_exit_margin() -> None:
     folder = Path(__file__).parent / "data" / "format1" / "vectors"
     index = CascadeIndex.load(folder)
-    assert index.config.exit_margin is None and index.config.progressive is True
+    assert index.config.exit_margin is None and index.config.progressive is False
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.5", True, [0.5]])

@@ -74,7 +74,9 @@ def test_coarse_search_runs_on_a_worker_while_the_deeper_layers_run(
     tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = CascadeIndex.build(tiny_encoder, TEXTS, config=CascadeConfig(coarse_layer=1, coarse_dim=8))
-    expected = index.search(QUERIES, k=5)  # progressive already: the reference is checked above
+    assert index.config.progressive is False  # opt-in
+    index.reconfigure(progressive=True)
+    expected = index.search(QUERIES, k=5)  # progressive: the reference is checked above
     last_layer_ran = threading.Event()
     seen: list[str] = []
     original = progressive_module.cascade_shortlist
@@ -107,7 +109,8 @@ def test_shallow_query_with_an_exact_coarse_source_is_progressive(tiny_encoder: 
 def test_not_progressive_when_the_coarse_layer_is_the_last(
     tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index = CascadeIndex.build(tiny_encoder, TEXTS, config=CascadeConfig(coarse_layer=3, coarse_dim=8))
+    cfg = CascadeConfig(coarse_layer=3, coarse_dim=8, progressive=True)
+    index = CascadeIndex.build(tiny_encoder, TEXTS, config=cfg)
     staged: list[int] = []
     original = progressive_module.staged_search
     monkeypatch.setattr(
@@ -125,7 +128,7 @@ def test_progressive_flag_validated_and_persisted(tiny_encoder: Any, tmp_path: A
     with pytest.raises(ValueError, match=r"CascadeConfig.progressive must be True or False, got 'yes'"):
         CascadeConfig(progressive="yes")  # type: ignore[arg-type]
     index = CascadeIndex.build(
-        tiny_encoder, TEXTS[:40], config=CascadeConfig(coarse_layer=1, progressive=False)
+        tiny_encoder, TEXTS[:40], config=CascadeConfig(coarse_layer=1, progressive=True)
     )
     index.save(tmp_path / "ix")
-    assert CascadeIndex.load(tmp_path / "ix", tiny_encoder).config.progressive is False
+    assert CascadeIndex.load(tmp_path / "ix", tiny_encoder).config.progressive is True

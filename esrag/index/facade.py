@@ -290,7 +290,7 @@ class IndexFacade:
         layer); the other modes encode both views in one pass, which for a shallow-query index
         (``CascadeConfig.query_layer``) stops at the query layer in every mode. A cascade whose
         coarse layer is shallower than the pass starts the coarse search at the coarse layer
-        (``CascadeConfig.progressive``, :mod:`esrag.index.progressive`; same results).
+        when ``CascadeConfig.progressive`` is set (:mod:`esrag.index.progressive`; same results).
         ``exit_margin`` (default ``CascadeConfig.exit_margin``; ``inf``: never): cascade
         queries whose coarse shortlist is that decisive are answered from it, their pass
         stopped at the coarse layer (:mod:`esrag.index.early_exit`); ``result.exited`` says which.
