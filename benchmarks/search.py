@@ -13,6 +13,10 @@ vectors of the cascade are memory-mapped float16, their touched pages count) and
 measured cleanly; all ratios are against the flat float32 ``IndexFlatIP`` over the full
 (layer 6, 384) vectors measured in the same run. Recall@10 is against that exact ranking.
 
+``--progressive`` (implies ``--end-to-end``) times full-depth cascades with a layer-2 coarse stage
+(IVF and flat) progressively and sequentially in the same process, interleaved, on 2 and 1
+torch threads, and checks that both give the same ids.
+
 ``--end-to-end`` measures text in → ids out instead: the real SciFact query texts are encoded
 in the search process, one at a time (torch on ``--torch-threads`` threads, 2 by default),
 then searched (FAISS on one thread), for flat full-depth search, the best full-depth cascade
@@ -24,6 +28,7 @@ trained) model.
 
     ESRAG_DATA=../shared/data python benchmarks/search.py --docs 1000000 --out bench.json
     ESRAG_DATA=../shared/data python benchmarks/search.py --docs 1000000 --end-to-end --out e2e.json
+    ESRAG_DATA=../shared/data python benchmarks/search.py --docs 1000000 --progressive --out prog.json
 """
 
 from __future__ import annotations
@@ -158,10 +163,15 @@ def _cascade(
 
 
 def e2e_configs(n: int, shortlist: int, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Flat full depth, the best full-depth cascade, and shallow-query variants of it."""
+    """Flat full depth, the best full-depth cascade, and shallow-query variants of it
+    (``--progressive``: full-depth cascades with a layer-2 coarse stage, IVF and flat).
+    """
     nlist = _nlist(n)
     sq8 = f"IVF{nlist},SQ8"
-    out = [{"name": "flat IndexFlatIP L6/384", "kind": "flat"}]
+    out: list[dict[str, Any]] = [{"name": "flat IndexFlatIP L6/384", "kind": "flat"}]  # the exact ranking
+    if args.progressive:
+        out.append(_cascade(2, 128, sq8, 3 * shortlist, 64, nlist))
+        return [*out, _cascade(2, 128, "Flat", 3 * shortlist, 64, nlist)]
     out.append(_cascade(6, 128, sq8, 3 * shortlist, 64, nlist))
     for k in query_layers(args):
         for kind in args.maps.split(","):
@@ -291,10 +301,25 @@ def child_together(items: list[dict[str, Any]], work: Path, args: argparse.Names
     for layer in sorted({1, 2, 3, encoder.num_layers, *query_layers(args)}):
         runners[f"encoder L{layer}"] = lambda t, la=layer: encoder.encode([t], [(la, 384)], batch_size=1)
     depths = {}
+    pairs: list[tuple[Any, Any]] = []
     for item in items:
+        if args.progressive and item["cfg"]["kind"] == "flat":
+            continue  # only the cascades are compared (flat gave the exact ranking)
         index, _search, search_text, _ids = _open(item["cfg"], work, Path(item["folder"]), encoder, args.k)
-        runners[item["cfg"]["name"]] = search_text
-        depths[item["cfg"]["name"]] = 6 if item["cfg"]["kind"] == "flat" else index.query_depth()
+        name = item["cfg"]["name"]
+        depths[name] = 6 if item["cfg"]["kind"] == "flat" else index.query_depth()
+        if not args.progressive:
+            runners[name] = search_text
+            continue
+        index.reconfigure(progressive=True)
+        sequential = _open(item["cfg"], work, Path(item["folder"]), encoder, args.k)
+        sequential[0].reconfigure(progressive=False)
+        pairs.append((search_text, sequential[2]))
+        for threads in sorted({args.torch_threads, 1}, reverse=True):
+            for label, run in (("progressive", search_text), ("sequential", sequential[2])):
+                key = f"{name} [{label}, {threads} torch thread{'s' if threads > 1 else ''}]"
+                runners[key] = _with_threads(run, threads, args.torch_threads)
+                depths[key] = depths[name]
     for run in runners.values():
         for text in texts[:3]:
             run(text)  # warm-up
@@ -305,7 +330,7 @@ def child_together(items: list[dict[str, Any]], work: Path, args: argparse.Names
             t0 = time.perf_counter()
             runners[name](text)
             times[name].append(time.perf_counter() - t0)
-    return {
+    out: dict[str, Any] = {
         name: {
             "e2e_ms_p50": 1000 * float(np.median(v)),
             "e2e_ms_p95": 1000 * float(np.percentile(v, 95)),
@@ -313,6 +338,24 @@ def child_together(items: list[dict[str, Any]], work: Path, args: argparse.Names
         }
         for name, v in times.items()
     }
+    if pairs:  # progressive answers are the sequential ones, query by query
+        same = sum(fast(t) == slow(t) for fast, slow in pairs for t in texts)
+        out["identical answers"] = {"same": same, "of": len(pairs) * len(texts)}
+    return out
+
+
+def _with_threads(run: Any, threads: int, default: int) -> Any:
+    """``run`` with torch on ``threads`` intra-op threads (restored to ``default`` after)."""
+    import torch
+
+    def call(text: str) -> Any:
+        torch.set_num_threads(threads)
+        try:
+            return run(text)
+        finally:
+            torch.set_num_threads(default)
+
+    return call
 
 
 def _query_vectors(index: Any, cfg: dict[str, Any], work: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +496,7 @@ def _run_child(
         args.maps,
         *(["--model", args.model] if args.model else []),
         *(["--end-to-end"] if args.end_to_end else []),
+        *(["--progressive"] if args.progressive else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
@@ -504,11 +548,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-layers", default="1,2,3", help="shallow query layers (--end-to-end)")
     parser.add_argument("--maps", default="ridge", help="query maps of the shallow queries: ridge,none")
     parser.add_argument("--torch-threads", type=int, default=2, help="encoder threads (--end-to-end)")
+    parser.add_argument(
+        "--progressive",
+        action="store_true",
+        help="progressive vs sequential cascade search, same process (implies --end-to-end)",
+    )
     parser.add_argument("--child", choices=["build", "search", "together"], help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.end_to_end = args.end_to_end or args.progressive
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.child:
         _child(args)
@@ -545,13 +595,18 @@ def main(argv: list[str] | None = None) -> int:
                 r.update(together.get(r["name"], {}))
             encoder = {k: v for k, v in together.items() if k.startswith("encoder")}
             results.append({"name": "encoder alone", "encoder": encoder})
+            results += [{"name": k, **v} for k, v in together.items() if "[" in k]
+            if "identical answers" in together:
+                results.append({"name": "identical answers", **together["identical answers"]})
     env = {
         **environment(),
         "threads_build_and_batched": args.threads,
         "threads_single": 1,
         "torch_threads": args.torch_threads,
     }
-    if args.end_to_end:
+    if args.progressive:
+        report = progressive_report(results, args, info) + "\n\nenvironment: " + json.dumps(env)
+    elif args.end_to_end:
         report = e2e_report(results, args, info) + "\n\nenvironment: " + json.dumps(env)
     else:
         report = search_report(results, args, info) + "\n\nenvironment: " + json.dumps(env)
@@ -598,6 +653,48 @@ def e2e_report(results: list[dict[str, Any]], args: argparse.Namespace, info: di
         f"target for a shallow query: >= {2 * ceiling:.1f}x faster than flat, and <= 0.60 of the "
         f"full-depth cascade's p50 ({0.6 * full['e2e_ms_p50']:.2f} ms)",
     ]
+    return "\n".join(lines)
+
+
+def progressive_report(results: list[dict[str, Any]], args: argparse.Namespace, info: dict[str, Any]) -> str:
+    """Progressive vs sequential cascade, text in -> ids out, same process, interleaved."""
+    encoder = next(r for r in results if r["name"] == "encoder alone")["encoder"]
+    same = next((r for r in results if r["name"] == "identical answers"), None)
+    runs = {r["name"]: r for r in results if "[" in r["name"]}
+    lines = [
+        f"{args.docs:,} docs ({info['base_docs']:,} real SciFact + synthetic, noise {args.noise}), "
+        f"{info['queries']} real SciFact query texts ({args.single} timed, interleaved in random order), "
+        f"k={args.k}; text in -> ids out one query at a time; FAISS on 1 thread (the worker)",
+        "encoder alone, p50 (p95) ms by layer: "
+        + ", ".join(
+            f"{n.split()[1]} {v['e2e_ms_p50']:.2f} ({v['e2e_ms_p95']:.2f})" for n, v in encoder.items()
+        ),
+        "",
+        "| config | torch threads | sequential p50 / p95 ms | progressive p50 / p95 ms "
+        "| progressive / sequential p50 | p95 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, seq in runs.items():
+        if "[sequential" not in name:
+            continue
+        prog = runs[name.replace("[sequential", "[progressive")]
+        base, threads = name.split(" [")[0], name.split(", ")[-1].split()[0]
+        lines.append(
+            f"| {base} | {threads} | {seq['e2e_ms_p50']:.2f} / {seq['e2e_ms_p95']:.2f} | "
+            f"{prog['e2e_ms_p50']:.2f} / {prog['e2e_ms_p95']:.2f} | "
+            f"{prog['e2e_ms_p50'] / seq['e2e_ms_p50']:.3f} | {prog['e2e_ms_p95'] / seq['e2e_ms_p95']:.3f} |"
+        )
+    search = {r["name"]: r for r in results if "single_ms_p50" in r}
+    lines += [
+        "",
+        "search alone (precomputed vectors) p50 ms: "
+        + ", ".join(
+            f"{n}: {r['single_ms_p50']:.2f} (recall@10 vs exact {r.get('recall_at_10', float('nan')):.3f})"
+            for n, r in search.items()
+        ),
+    ]
+    if same:
+        lines.append(f"identical ids, progressive vs sequential: {same['same']} of {same['of']} queries")
     return "\n".join(lines)
 
 

@@ -30,6 +30,10 @@ class SpyEncoder:
         self.calls.append((len(texts), list(views or [])))
         return self._encoder.encode(texts, views, **kwargs)
 
+    def encode_staged(self, texts: Any, views: Any, on_layer: Any, **kwargs: Any) -> None:
+        self.calls.append((len(texts), list(views)))  # a progressive search's one pass
+        self._encoder.encode_staged(texts, views, on_layer, **kwargs)
+
 
 @pytest.mark.parametrize("transform", ["prefix", "pca", "adapter"])
 def test_build_streams_batches_and_one_pass_per_query(tiny_encoder: Any, transform: str) -> None:

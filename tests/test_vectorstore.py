@@ -143,7 +143,7 @@ def test_unknown_keyword_arguments_are_refused_per_method(store: CascadeVectorSt
     with pytest.raises(
         TypeError,
         match=r"^similarity_search: unexpected search argument\(s\) \['fetch_k'\]; "
-        r"supported: k, filter, shortlist, mode$",
+        r"supported: k, filter, shortlist, mode, exit_margin$",
     ):
         store.similarity_search_with_score("x", fetch_k=9)
     with pytest.raises(

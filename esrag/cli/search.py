@@ -7,9 +7,18 @@ import json
 from typing import Any
 
 from esrag.cli._common import CliError, add_model_args, open_index, print_json
+from esrag.index.config import check_exit_margin
 from esrag.validation import default_shortlist
 
-__all__ = ["add_arguments", "format_hits", "parse_filters", "run", "search", "use_query_layer"]
+__all__ = [
+    "add_arguments",
+    "exit_margin_arg",
+    "format_hits",
+    "parse_filters",
+    "run",
+    "search",
+    "use_query_layer",
+]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "index without a fitted (ridge) query map, any layer (the shallow vector used as it is, "
         "for a model trained for shallow queries)",
     )
+    p.add_argument(
+        "--exit-margin",
+        type=exit_margin_arg,
+        default=None,
+        metavar="M",
+        help="early exit: answer a query from the coarse shortlist when its normalised top-1 "
+        "coarse gap is at least M (0: always, inf: never; default: the index's). "
+        "Calibrate M with `esrag sweep --early-exit`",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, default_help="default: the index's model")
 
@@ -78,11 +96,17 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
         use_query_layer(index, args.query_layer)
     shortlist = default_shortlist(args.shortlist, args.k, index.config.shortlist)
     result = index.search(
-        args.query, k=args.k, shortlist=shortlist, filter=parse_filters(args.filter), mode=args.mode
+        args.query,
+        k=args.k,
+        shortlist=shortlist,
+        filter=parse_filters(args.filter),
+        mode=args.mode,
+        exit_margin=args.exit_margin,
     )
     in_force = index.stats().get("mode", "cascade")  # "coarse-only: ..." while a fill-in is pending
+    exited = result.exited or [None] * len(result)
     out = []
-    for query, ids, scores in zip(args.query, result.ids, result.scores, strict=True):
+    for query, ids, scores, gone in zip(args.query, result.ids, result.scores, exited, strict=True):
         docs = {d.id: d for d in index.get_by_ids(ids)}
         hits = [
             {
@@ -93,8 +117,23 @@ def search(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
             for i, s in zip(ids, scores, strict=True)
         ]
-        out.append({"query": query, "mode": result.mode or args.mode, "index_mode": in_force, "hits": hits})
+        entry: dict[str, Any] = {"query": query, "mode": result.mode or args.mode, "index_mode": in_force}
+        if gone is not None:
+            entry["exited"] = gone
+        out.append({**entry, "hits": hits})
     return out
+
+
+def exit_margin_arg(text: str) -> float:
+    """``--exit-margin`` value: a number >= 0 (``inf``: never exit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (inf: never exit), got {text!r}") from None
+    try:
+        return check_exit_margin(value, "--exit-margin")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def use_query_layer(index: Any, layer: int) -> None:
@@ -117,7 +156,9 @@ def format_hits(results: list[dict[str, Any]], width: int = 100) -> str:
     if in_force != "cascade":
         lines.append(f"({in_force}: searched in coarse mode until the fill-in completes)")
     for res in results:
-        lines.append(f"query: {res['query']}")
+        lines.append(
+            f"query: {res['query']}" + ("  (early exit: coarse scores)" if res.get("exited") else "")
+        )
         if not res["hits"]:
             lines.append("  (no results)")
         for rank, hit in enumerate(res["hits"], 1):

@@ -111,6 +111,12 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
         help="fine (document) layers to try (default: the index's); another one needs a rebuild to apply",
     )
     p.add_argument(
+        "--early-exit",
+        action="store_true",
+        help="also try early exit on every full-depth setting: the margin calibrated for --target "
+        "and fixed exit rates, with the exit rate and the end-to-end cost saved",
+    )
+    p.add_argument(
         "--cost",
         choices=("flops", "time"),
         default="flops",
@@ -164,6 +170,7 @@ def sweep_from_args(args: argparse.Namespace, index: Any, encoder: Any) -> Any:
         query_layers=tuple(args.query_layers),
         fine_layers=tuple(args.fine_layers),
         query_maps=tuple(args.query_maps),
+        early_exit=args.early_exit,
     )
     return sweep_index(
         index,

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,21 @@ from esrag.encoder.pooling import pool
 from esrag.encoder.views import Pooling, View, check_view, validate_views
 from esrag.validation import check_int
 
-__all__ = ["DEFAULT_MODEL_NAME", "EspressoEncoder", "default_model_path"]
+__all__ = ["DEFAULT_MODEL_NAME", "EspressoEncoder", "LayerStage", "default_model_path"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 _WINDOW_BATCHES = 64  # batches tokenized together, then ordered by token count
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+
+
+class _StopPass(Exception):
+    """Raised by a layer hook to end a forward pass early (caught in :meth:`pooled_layers`)."""
+
+
+LayerStage = Callable[[int, list[int], dict[View, np.ndarray]], bool]
+"""``on_layer(layer, positions, vectors) -> go_on`` of :meth:`EspressoEncoder.encode_staged`."""
 
 
 def default_model_path() -> Path:
@@ -230,21 +238,31 @@ class EspressoEncoder:
                 setattr(self._layers_owner, self._layers_attr, self._all_layers)
 
     def pooled_layers(
-        self, features: dict[str, torch.Tensor], layers: Sequence[int]
+        self,
+        features: dict[str, torch.Tensor],
+        layers: Sequence[int],
+        on_layer: Callable[[int, torch.Tensor], bool] | None = None,
     ) -> dict[int, torch.Tensor]:
         """Un-normalised pooled float32 embeddings (B, hidden) of each 1-based layer in ``layers``.
 
         Differentiable (used by the trainer); runs layers only up to ``max(layers)``.
+        ``on_layer(layer, pooled)`` is called as soon as each asked layer has run; when it
+        returns ``False`` the pass stops there (no deeper layer runs) and only the layers
+        pooled so far are returned.
         """
         wanted = sorted(set(layers))
         if not wanted or wanted[0] < 1 or wanted[-1] > self.num_layers:
             raise ValueError(f"layers must lie in 1..{self.num_layers}, got {list(layers)!r}")
         inputs = {k: v for k, v in features.items() if k in self._forward_keys}
-        captured: dict[int, torch.Tensor] = {}
+        mask = inputs["attention_mask"]
+        pooled: dict[int, torch.Tensor] = {}
 
         def keep(layer: int):  # forward hooks: independent of the model's hidden-state plumbing
             def hook(_module: torch.nn.Module, _args: object, output: object) -> None:
-                captured[layer] = output[0] if isinstance(output, tuple) else output
+                hidden = output[0] if isinstance(output, tuple) else output
+                pooled[layer] = pool(hidden.float(), mask, self.pooling)
+                if on_layer is not None and not on_layer(layer, pooled[layer]) and layer < wanted[-1]:
+                    raise _StopPass
 
             return hook
 
@@ -252,11 +270,12 @@ class EspressoEncoder:
             handles = [self._all_layers[i - 1].register_forward_hook(keep(i)) for i in wanted]
             try:
                 self.model(**inputs, return_dict=True)
+            except _StopPass:
+                pass
             finally:
                 for handle in handles:
                     handle.remove()
-        mask = inputs["attention_mask"]
-        return {layer: pool(captured[layer].float(), mask, self.pooling) for layer in wanted}
+        return pooled
 
     # ------------------------------------------------------------------ encode
     def _length_batches(
@@ -352,6 +371,40 @@ class EspressoEncoder:
                 self.max_length,
             )
         return outputs[0] if single else outputs
+
+    def encode_staged(
+        self,
+        texts: Sequence[str],
+        views: Sequence[View | tuple[int, int] | str],
+        on_layer: LayerStage,
+        *,
+        batch_size: int = 32,
+    ) -> None:
+        """One forward pass per batch over ``texts`` that reports each layer as soon as it has run.
+
+        After each layer some view of ``views`` names, ``on_layer(layer, positions, vectors)``
+        gets the input ``positions`` of the batch and ``{view: float32 (B, dim)}`` of that
+        layer's views, L2-normalised exactly as :meth:`encode` makes them; when it returns
+        ``False`` that batch's pass stops there (no deeper layer runs). Batches are formed as
+        in :meth:`encode` (the same ``batch_size`` gives the same batches and vectors).
+        """
+        items = _check_texts(texts)
+        asked = validate_views(views, self.num_layers, self.hidden_size)
+        check_int(batch_size, "batch_size", minimum=1, expected="a positive int")
+        at: dict[int, list[View]] = {}
+        for view in dict.fromkeys(asked):
+            at.setdefault(view.layer, []).append(view)
+        with torch.inference_mode():
+            for index, features, _cut in self._length_batches(items, batch_size):
+
+                def stage(layer: int, pooled: torch.Tensor, index: list[int] = index) -> bool:
+                    vectors = {
+                        v: torch.nn.functional.normalize(pooled[:, : v.dim], dim=-1).cpu().numpy()
+                        for v in at[layer]
+                    }
+                    return bool(on_layer(layer, index, vectors))
+
+                self.pooled_layers(features, sorted(at), stage)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:

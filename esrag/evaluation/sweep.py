@@ -1,5 +1,5 @@
 """Sweep cascade settings — coarse (layer, dim, transform) × shortlist × fine (document) layer ×
-query layer — and weigh the quality each keeps against its end-to-end cost.
+query layer (× early-exit margin) — and weigh the quality each keeps against its end-to-end cost.
 
 Every setting is compared with the fine-only (exact, full-depth) reference on the same
 queries. With qrels, quality is nDCG@10 and retention is cascade / fine-only nDCG@10.
@@ -26,6 +26,7 @@ from esrag._arrays import percentile
 from esrag.evaluation.cascade import run_mode
 from esrag.evaluation.cost import cascade_flops, fine_flops, query_map_flops
 from esrag.evaluation.encoder_cost import EncoderCost
+from esrag.evaluation.exit_calibration import exit_points, per_query_quality
 from esrag.evaluation.metrics import Qrels, evaluate_run, require_judged_queries
 from esrag.evaluation.sweep_result import (
     SweepGrid,
@@ -35,6 +36,7 @@ from esrag.evaluation.sweep_result import (
     recommend,
 )
 from esrag.evaluation.vectors import fine_vectors
+from esrag.index.early_exit import coarse_margins
 
 __all__ = ["SweepGrid", "SweepPoint", "SweepResult", "pareto_front", "run_sweep"]
 
@@ -70,6 +72,8 @@ class _Sweep:
     """Fine layer -> the documents' fine vectors."""
     maps: dict[tuple[str, int, int], Any] = field(default_factory=dict)
     """Fitted ridge maps by (target, query layer, target layer)."""
+    target: float = 0.99
+    early_exit: bool = False
 
     @property
     def k(self) -> int:
@@ -214,18 +218,8 @@ def _points(
         )
         quality = evaluate_run(run, sw.judged, [sw.metric])[sw.metric]
         extra = evaluate_run(run, sw.judged, ["recall@10", "mrr@10"]) if sw.labelled else {}
-        search_flops = map_flops + cascade_flops(
-            index_type=config.index_type,
-            n_docs=len(sw.doc_ids),
-            transform=transform,
-            source_dim=sw.hidden,
-            coarse_dim=min(dim, sw.hidden),
-            fine_dim=sw.fine_dim,
-            shortlist=size,
-            nprobe=config.nprobe,
-            ef_search=config.ef_search,
-        )
-        yield SweepPoint(
+        search_flops = map_flops + _search_flops(sw, config, transform, dim, size, sw.fine_dim)
+        point = SweepPoint(
             layer,
             dim,
             transform,
@@ -243,6 +237,78 @@ def _points(
             encoder_ms_p50=encoder_ms,
             ingest_flops_per_doc=ingest_flops,
             ingest_ms_per_doc=ingest_ms,
+        )
+        yield point
+        if sw.early_exit and not query.layer and layer < depth:
+            yield from _early_exits(sw, index, point, (source_q, fine_q), size, run)
+
+
+def _search_flops(sw: _Sweep, config: Any, transform: str, dim: int, size: int, fine_dim: int) -> float:
+    """Estimated FLOPs of one search of a setting (``fine_dim`` 0: the coarse stage alone)."""
+    return cascade_flops(
+        index_type=config.index_type,
+        n_docs=len(sw.doc_ids),
+        transform=transform,
+        source_dim=sw.hidden,
+        coarse_dim=min(dim, sw.hidden),
+        fine_dim=fine_dim,
+        shortlist=size,
+        nprobe=config.nprobe,
+        ef_search=config.ef_search,
+    )
+
+
+def _early_exits(
+    sw: _Sweep,
+    index: Any,
+    point: SweepPoint,
+    vectors: tuple[np.ndarray, np.ndarray],
+    size: int,
+    cascade_run: dict[str, list[str]],
+) -> Iterator[SweepPoint]:
+    """``point`` with early exit: the margin calibrated for the target and fixed exit rates.
+
+    An exited query costs its pass to the coarse layer and the coarse search; the others the
+    whole cascade. Costs (FLOPs and p50 ms) are mixed by the exit rate.
+    """
+    source_q, fine_q = vectors
+    coarse = index.search_embeddings(source_q, None, k=size, mode="coarse")
+    scores = np.full((len(sw.qids), size), -np.inf)
+    for i, row in enumerate(coarse.scores):
+        scores[i, : len(row)] = row
+    coarse_run = {q: ids[: sw.k] for q, ids in zip(sw.qids, coarse.ids, strict=True)}
+    casc = per_query_quality(cascade_run, sw.judged, sw.metric, sw.qids)
+    short = per_query_quality(coarse_run, sw.judged, sw.metric, sw.qids)
+    _, lat = run_mode(
+        index,
+        source_q,
+        fine_q,
+        sw.qids,
+        mode="coarse",
+        k=size,
+        shortlist=size,
+        timing_queries=sw.timing_queries,
+    )
+    enc_flops, enc_ms = sw.encoder(point.layer)
+    coarse_flops = _search_flops(sw, index.config, point.transform, point.dim, size, 0)
+    found = exit_points(coarse_margins(scores), casc, short, reference=sw.ref_quality, target=sw.target)
+    for ep in found:
+        r = ep.exit_rate
+        search = r * coarse_flops + (1 - r) * point.flops_per_query
+        encoder = r * enc_flops + (1 - r) * point.encoder_flops
+        yield replace(
+            point,
+            quality=ep.quality,
+            retention=ep.quality / sw.ref_quality if sw.ref_quality > 0 else 0.0,
+            latency_ms_p50=r * percentile(lat, 50) + (1 - r) * point.latency_ms_p50,
+            flops_per_query=search,
+            encoder_flops=encoder,
+            encoder_ms_p50=r * enc_ms + (1 - r) * point.encoder_ms_p50,
+            metrics={sw.metric if sw.labelled else f"overlap@{sw.k}": ep.quality},
+            exit_margin=ep.margin,
+            exit_rate=r,
+            exit_calibrated=ep.calibrated,
+            exit_saving=1.0 - (search + encoder) / point.end_to_end_flops if point.end_to_end_flops else 0.0,
         )
 
 
@@ -307,6 +373,7 @@ def run_sweep(
         doc_layers, query_layers, list(doc_ids), list(qids), fine_dim, base, timing_queries, encoder_cost
     )
     sw.ref_layer = fine_layer
+    sw.target, sw.early_exit = target, grid.early_exit
     reference, ref_run = _reference(sw, fine_layer)
     _judge(sw, ref_run, qrels)
     reference.update(quality=sw.ref_quality, label_free=qrels is None)

@@ -23,7 +23,9 @@ class SweepGrid:
 
     ``query_layers`` empty: queries run full depth only; a query layer below a fine layer is
     a shallow query, tried with each of ``query_maps``. ``fine_layers`` empty: the index's
-    fine layer only.
+    fine layer only. ``early_exit``: every full-depth setting whose coarse layer is shallower
+    than the pass is also tried with early exit, at the margin calibrated for the target and
+    at fixed exit rates (:mod:`esrag.evaluation.exit_calibration`).
     """
 
     layers: tuple[int, ...]
@@ -33,6 +35,7 @@ class SweepGrid:
     query_layers: tuple[int, ...] = ()
     fine_layers: tuple[int, ...] = ()
     query_maps: tuple[str, ...] = ("ridge",)
+    early_exit: bool = False
 
     @classmethod
     def default(cls, num_layers: int, hidden: int) -> SweepGrid:
@@ -100,6 +103,14 @@ class SweepPoint:
     encoder_ms_p50: float = 0.0
     ingest_flops_per_doc: float = 0.0
     ingest_ms_per_doc: float = 0.0
+    exit_margin: float | None = None
+    """The early-exit margin of this point (``None``: no early exit)."""
+    exit_rate: float = 0.0
+    """Share of the queries that exit (answered from the coarse shortlist, pass to its layer)."""
+    exit_calibrated: bool = False
+    """Whether :attr:`exit_margin` is the one calibrated for the sweep's target."""
+    exit_saving: float = 0.0
+    """End-to-end cost saved against the same setting without early exit (share, by FLOPs)."""
 
     @property
     def end_to_end_flops(self) -> float:
@@ -117,6 +128,8 @@ class SweepPoint:
         a fine layer other than the last).
         """
         extra = f" q{self.query_layer} {self.query_map}" if self.query_layer else ""
+        if self.exit_margin is not None:
+            extra += f" exit≥{self.exit_margin:.3g} ({self.exit_rate:.0%})"
         return f"L{self.layer}/{self.dim} {self.transform} s{self.shortlist}{extra}"
 
     def to_json(self) -> dict[str, Any]:
@@ -216,6 +229,8 @@ class SweepResult:
         for p in sorted(shown, key=lambda p: p.end_to_end_flops):
             mark = "★" if p == self.recommended else ("●" if p.pareto else "")
             query = f"L{p.query_layer} {p.query_map}" if p.query_layer else "full"
+            if p.exit_margin is not None:
+                query += f", exit ≥ {p.exit_margin:.3g} ({p.exit_rate:.0%} exit, −{p.exit_saving:.0%})"
             lines.append(
                 f"| {p.layer} | {p.dim} | {p.transform} | {p.shortlist} | {p.quality:.4f} | "
                 f"{p.retention:.3f} | {query} | {p.fine_layer or '-'} | {p.end_to_end_ms:.3f} | "
@@ -251,6 +266,11 @@ class SweepResult:
             f"queries to layer {p.query_layer} ({p.query_map} map)" if p.query_layer else "full-depth queries"
         )
         fine = f", fine layer {p.fine_layer}" if p.fine_layer else ""
+        if p.exit_margin is not None:
+            fine += (
+                f", early exit at margin {p.exit_margin:.4g} ({p.exit_rate:.1%} of queries exit, "
+                f"saving {p.exit_saving:.1%} of the same cascade's end-to-end FLOPs)"
+            )
         share = p.end_to_end_flops / ref["end_to_end_flops"] if ref["end_to_end_flops"] else 0.0
         by = "measured time" if self.settings.get("cost") == "time" else "FLOPs"
         return (

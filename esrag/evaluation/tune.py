@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,7 @@ def apply_recommendation(index: Any, result: SweepResult, doc_layers: dict[int, 
 
     ``doc_layers`` are the per-layer document vectors the sweep used (in ``index.ids()``
     order), so the coarse stage (and a shallow query's map) is rebuilt without re-encoding. A
+    recommended early-exit margin is set too (none: cleared). A
     recommendation with another fine layer needs a rebuild of the fine vectors: it is logged
     and not applied (False). The caller saves the index.
     """
@@ -124,6 +126,7 @@ def apply_recommendation(index: Any, result: SweepResult, doc_layers: dict[int, 
         changes["query_source"] = doc_layers[rec.query_layer]
     elif index.query_map is not None:
         changes = {"query_layer": fine_layer}  # back to full-depth queries
+    changes["exit_margin"] = math.inf if rec.exit_margin is None else rec.exit_margin  # inf: none
     index.reconfigure(
         coarse_layer=rec.layer,
         coarse_dim=rec.dim,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from esrag._progress import progress
 from esrag.errors import CoarseOnlyError
-from esrag.index import query_pass, shallow
+from esrag.index import progressive, query_pass, shallow
 from esrag.index import state as st
 from esrag.index.batch import DocBatch, check_doc_texts, check_ids, check_metadatas
 from esrag.index.config import CascadeConfig, QueryMapKind, SearchMode, Transform
@@ -56,6 +57,7 @@ class CascadeIndex(IndexFacade):
     def __init__(self, embedder: Any | None = None, config: CascadeConfig | None = None) -> None:
         super().__init__(embedder, config)
         self._state: st.IndexState | None = None
+        self._worker: ThreadPoolExecutor | None = None
         self.manifest: Manifest | None = None
         """The manifest of the last save or load (``None`` before either)."""
 
@@ -217,9 +219,49 @@ class CascadeIndex(IndexFacade):
         shortlist: int,
         filter: Mapping[str, Any] | None,
         mode: SearchMode,
+        exit_margin: float | None = None,
     ) -> SearchResult:
         assert self._state is not None
-        return search_state(self._state, source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
+        return search_state(
+            self._state,
+            source,
+            fine_q,
+            k=k,
+            shortlist=shortlist,
+            filter=filter,
+            mode=mode,
+            exit_margin=exit_margin,
+        )
+
+    def _search_staged(
+        self,
+        queries: list[str],
+        *,
+        k: int,
+        shortlist: int,
+        filter: Mapping[str, Any] | None,
+        exit_margin: float | None,
+    ) -> SearchResult | None:
+        with self._lock.read():
+            state, adapter = self._state, self._adapter
+            if state is None or adapter is None or not adapter.elastic:
+                return None
+            plan = query_pass.query_plan(adapter, state.config, state.query_map, SearchMode.CASCADE)
+            if not progressive.applies(adapter, plan, len(queries), state.config.progressive, exit_margin):
+                return None
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="esrag-coarse")
+            return progressive.staged_search(
+                state,
+                adapter,
+                plan,
+                queries,
+                k=k,
+                shortlist=shortlist,
+                filter=filter,
+                exit_margin=exit_margin,
+                submit=self._worker.submit,
+            )
 
     # ------------------------------------------------------------- reconfigure
     def reconfigure(
@@ -232,6 +274,8 @@ class CascadeIndex(IndexFacade):
         shortlist: int | None = None,
         nprobe: int | None = None,
         ef_search: int | None = None,
+        exit_margin: float | None = None,
+        progressive: bool | None = None,
         query_layer: int | None = None,
         query_map: QueryMapKind | str | None = None,
         coarse_source: np.ndarray | None = None,
@@ -243,12 +287,14 @@ class CascadeIndex(IndexFacade):
 
         Source vectors come from ``coarse_source`` (rows in :meth:`ids` order), else from the
         stored fine vectors when they are the same view, else by re-encoding the stored texts.
-        Only ``shortlist``/``nprobe``/``ef_search`` rebuild nothing; only ``query_layer``/
+        Only ``shortlist``/``nprobe``/``ef_search``/``exit_margin`` (``inf``: none)/``progressive``
+        rebuild nothing; only ``query_layer``/
         ``query_map`` refit the query map alone (from ``query_source``, the documents'
         query-layer vectors in :meth:`ids` order, else re-encoding the fitting documents).
         """
         given = {"coarse_layer": coarse_layer, "coarse_dim": coarse_dim, "transform": transform}
         given.update(index_type=index_type, shortlist=shortlist, nprobe=nprobe, ef_search=ef_search)
+        given.update(exit_margin=exit_margin, progressive=progressive)
         given.update(query_layer=query_layer, query_map=query_map)
         changes = {name: value for name, value in given.items() if value is not None}
         new_cfg = self.config.replace(**changes)

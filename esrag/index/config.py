@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from esrag.encoder.views import View, parse_view
-from esrag.validation import check_int, check_number
+from esrag.validation import check_int, check_number, is_number
 
-__all__ = ["CascadeConfig", "FineDType", "QueryMapKind", "SearchMode", "Transform"]
+__all__ = ["CascadeConfig", "FineDType", "QueryMapKind", "SearchMode", "Transform", "check_exit_margin"]
 
 
 class Transform(str, enum.Enum):
@@ -92,6 +93,16 @@ class CascadeConfig:
     query_map: QueryMapKind | None = None
     """How a shallow query is mapped; ``None`` = ``ridge``, or ``none`` when the layer comes from
     the embeddings' own ``query_view`` (so the index ranks like their ``embed_query``)."""
+    exit_margin: float | None = None
+    """Early exit: a query whose coarse shortlist is decisive (normalised top-1 gap, see
+    :mod:`esrag.index.early_exit`, at least this margin) is answered from the shortlist and its
+    encoder pass stops at the coarse layer. ``None`` (or ``inf``, stored as ``None``): never;
+    ``0``: always."""
+    progressive: bool = False
+    """Start the coarse search on a worker thread as soon as the coarse layer is pooled, while
+    the deeper layers run (same results; see :mod:`esrag.index.progressive`). Off by default:
+    it pays only with a core to spare for the worker (measured on a shared 2-core machine: 0.95×
+    the sequential p50 at 200k documents with a flat coarse stage, 1.01–1.09× at 1M)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transform", _enum(Transform, self.transform, "transform"))
@@ -118,6 +129,11 @@ class CascadeConfig:
             self.adapter_ridge, "CascadeConfig.adapter_ridge", ok=lambda v: v > 0, expected="a number > 0"
         )
         check_int(self.exact_filter_threshold, "CascadeConfig.exact_filter_threshold", minimum=0)
+        if self.exit_margin is not None:
+            margin = check_exit_margin(self.exit_margin, "CascadeConfig.exit_margin")
+            object.__setattr__(self, "exit_margin", None if math.isinf(margin) else float(margin))
+        if not isinstance(self.progressive, bool):
+            raise ValueError(f"CascadeConfig.progressive must be True or False, got {self.progressive!r}")
         if not (self.use_gpu is None or isinstance(self.use_gpu, bool)):
             raise ValueError(f"CascadeConfig.use_gpu must be None, True or False, got {self.use_gpu!r}")
 
@@ -147,6 +163,16 @@ class CascadeConfig:
         if unknown:
             raise ValueError(f"unknown CascadeConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+def check_exit_margin(value: object, name: str = "exit_margin") -> float:
+    """``value`` as an early-exit margin: a number >= 0 (``inf``: never exit); ``ValueError`` else."""
+    if isinstance(value, str) or not is_number(value):
+        raise ValueError(f"{name} must be a number >= 0 (inf: never exit), got {value!r}")
+    margin = float(value)  # type: ignore[arg-type]
+    if math.isnan(margin) or margin < 0:
+        raise ValueError(f"{name} must be a number >= 0 (inf: never exit), got {value!r}")
+    return margin
 
 
 def _enum(kind: type[enum.Enum], value: object, name: str) -> Any:

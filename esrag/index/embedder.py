@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -195,6 +195,23 @@ class EmbedderAdapter:
         float32 array per view asked, in order.
         """
         return self._encode(texts, views, batch_size)
+
+    QUERY_BATCH = 64
+    """Texts per batch of a query pass (:meth:`encode_views`, :meth:`encode_queries`)."""
+
+    @property
+    def staged(self) -> bool:
+        """Whether the encoder reports each layer of a pass as it runs (``encode_staged``)."""
+        return self.elastic and callable(getattr(self.model, "encode_staged", None))
+
+    def encode_staged(
+        self, texts: Sequence[str], views: list[View], on_layer: Callable[..., bool], batch_size: int = 64
+    ) -> None:
+        """The pass of :meth:`encode_views`, reported layer by layer (see
+        ``EspressoEncoder.encode_staged``): ``on_layer(layer, positions, {view: array})``,
+        ``False`` stops the batch's pass at that layer.
+        """
+        self.model.encode_staged(list(texts), list(dict.fromkeys(views)), on_layer, batch_size=batch_size)
 
     def _encode(self, texts: Sequence[str], views: list[View], batch_size: int) -> list[np.ndarray]:
         """One encoder pass over ``texts``: one float32 array per distinct view asked."""

@@ -13,6 +13,8 @@ lock is held).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +32,7 @@ from esrag.index.batch import (
     encoded_parts,
     vector_parts,
 )
-from esrag.index.config import CascadeConfig, SearchMode
+from esrag.index.config import CascadeConfig, SearchMode, check_exit_margin
 from esrag.index.docstore import validate_filter
 from esrag.index.embedder import EmbedderAdapter
 from esrag.index.query import QueryMap
@@ -73,6 +75,7 @@ class IndexFacade:
         shortlist: int,
         filter: Mapping[str, Any] | None,
         mode: SearchMode,
+        exit_margin: float | None = None,
     ) -> SearchResult:
         """Search checked, normalised query vectors in the fitted index (read lock held)."""
         raise NotImplementedError
@@ -85,6 +88,27 @@ class IndexFacade:
 
     def _check_writable(self) -> None:
         """Raise when the index refuses writes now (a hook; the default never refuses)."""
+
+    def _search_staged(
+        self,
+        queries: list[str],
+        *,
+        k: int,
+        shortlist: int,
+        filter: Mapping[str, Any] | None,
+        exit_margin: float | None,
+    ) -> SearchResult | None:
+        """A cascade text search run progressively / with early exit (``None``: not here; the
+        caller encodes and searches sequentially). Takes the read lock itself.
+        """
+        return None
+
+    def _exit_margin(self, exit_margin: float | None) -> float | None:
+        """The early-exit margin of a search: the one given (checked; ``inf``: none), else the config's."""
+        if exit_margin is None:
+            return self.config.exit_margin
+        margin = check_exit_margin(exit_margin)
+        return None if math.isinf(margin) else margin
 
     # ------------------------------------------------------------- properties
     @property
@@ -270,24 +294,37 @@ class IndexFacade:
         shortlist: int | None = None,
         filter: Mapping[str, Any] | None = None,
         mode: SearchMode | str = SearchMode.CASCADE,
+        exit_margin: float | None = None,
     ) -> SearchResult:
         """Search with text queries (a str counts as one query).
 
         ``mode="coarse"`` encodes only the coarse source view (the pass stops at the coarse
         layer); the other modes encode both views in one pass, which for a shallow-query index
-        (``CascadeConfig.query_layer``) stops at the query layer in every mode.
+        (``CascadeConfig.query_layer``) stops at the query layer in every mode. A cascade whose
+        coarse layer is shallower than the pass starts the coarse search at the coarse layer
+        when ``CascadeConfig.progressive`` is set (:mod:`esrag.index.progressive`; same results).
+        ``exit_margin`` (default ``CascadeConfig.exit_margin``; ``inf``: never): cascade
+        queries whose coarse shortlist is that decisive are answered from it, their pass
+        stopped at the coarse layer (:mod:`esrag.index.early_exit`); ``result.exited`` says which.
         """
         queries = [queries] if isinstance(queries, str) else check_texts(queries)
-        _, _, mode = check_search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
+        k, size, mode = check_search_args(k, default_shortlist(shortlist, k, self.config.shortlist), mode)
+        margin = self._exit_margin(exit_margin)
         if filter is not None:
             validate_filter(filter)
         if not queries:
             return SearchResult([], [])
         if self._unfitted() and self._adapter is not None:  # nothing to find (and no query map yet)
-            return SearchResult([[] for _ in queries], [[] for _ in queries], mode.value)
+            return SearchResult([[] for _ in queries], [[] for _ in queries], mode=mode.value)
         mode = self._mode_in_force(mode)
+        if mode is SearchMode.CASCADE:
+            staged = self._search_staged(queries, k=k, shortlist=size, filter=filter, exit_margin=margin)
+            if staged is not None:
+                return dataclasses.replace(staged, mode=mode.value)
         source, fine = self._encode(queries, mode, False)
-        return self.search_embeddings(source, fine, k, shortlist, filter, mode)
+        return self.search_embeddings(
+            source, fine, k, shortlist, filter, mode, math.inf if margin is None else margin
+        )
 
     def search_embeddings(
         self,
@@ -297,20 +334,34 @@ class IndexFacade:
         shortlist: int | None = None,
         filter: Mapping[str, Any] | None = None,
         mode: SearchMode | str = SearchMode.CASCADE,
+        exit_margin: float | None = None,
     ) -> SearchResult:
         """Search with precomputed (Q, source_dim) and (Q, fine_dim) query vectors.
 
         ``fine`` may be ``None`` with ``mode="coarse"`` (the fine stage is not used).
+        ``exit_margin``: as in :meth:`search` (the fine vectors are given, so only the
+        results change: exited queries are answered from the coarse shortlist).
         """
         k, shortlist, mode = check_search_args(
             k, default_shortlist(shortlist, k, self.config.shortlist), mode
         )
+        margin = self._exit_margin(exit_margin) if mode is SearchMode.CASCADE else None
         if filter is not None:
             validate_filter(filter)
         source, fine_q = check_queries(coarse_source, fine, mode, self.source_dim, self.fine_dim)
         with self._lock.read():
             if self._unfitted():
-                return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source], mode.value)
+                return SearchResult(
+                    [[] for _ in range(source.shape[0])], [[] for _ in source], mode=mode.value
+                )
             mode = self._mode_in_force(mode)
-            result = self._search_fitted(source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode)
-        return SearchResult(result.ids, result.scores, mode.value)
+            result = self._search_fitted(
+                source,
+                fine_q,
+                k=k,
+                shortlist=shortlist,
+                filter=filter,
+                mode=mode,
+                exit_margin=margin if mode is SearchMode.CASCADE else None,
+            )
+        return dataclasses.replace(result, mode=mode.value)

@@ -7,7 +7,8 @@ index). Functions of the embedder adapter and the map; the facade
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,11 +20,13 @@ from esrag.index.embedder import EmbedderAdapter
 from esrag.index.query import QueryMap, QuerySetup, query_setup
 
 __all__ = [
+    "QueryPlan",
     "check_loaded_map",
     "document_encoder",
     "encode_queries",
     "fit_query_vectors",
     "pass_depth",
+    "query_plan",
     "resolved_config",
     "wants_query_source",
 ]
@@ -101,6 +104,65 @@ def _shallow_map(
     return QueryMap(setup.kind, setup.layer, setup.exact_source, adapter.fine_dim)
 
 
+@dataclass(frozen=True)
+class QueryPlan:
+    """What one query pass encodes and how its vectors become the search's query vectors."""
+
+    views: list[View]
+    """The distinct views the pass encodes (it stops at the deepest one's layer)."""
+    source_view: View
+    """The coarse source view (Lc, hidden)."""
+    query_view: View
+    """The query's fine view (the documents' fine view with ``full_depth``)."""
+    shallow: QueryMap | None
+    """The query map of a shallow-query index (``None``: full depth)."""
+    hidden: int
+
+    @property
+    def depth(self) -> int:
+        """The deepest layer the pass runs."""
+        return max(v.layer for v in self.views)
+
+    @property
+    def early_layer(self) -> int | None:
+        """The coarse layer when the coarse source is its own vector (no map) and the pass runs
+        deeper than it: the layer at which the coarse search can start; else ``None``.
+        """
+        as_is = self.shallow is None or self.shallow.exact_source
+        layer = self.source_view.layer
+        return layer if as_is and self.source_view in self.views and layer < self.depth else None
+
+    def finish(
+        self, vectors: Mapping[View, np.ndarray], *, fine: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(coarse source, fine or ``None``) from the pass's ``vectors`` (``fine=False`` with
+        :attr:`early_layer` set needs only the :attr:`source_view` vectors).
+        """
+        if self.shallow is None:
+            return vectors[self.source_view], (vectors[self.query_view] if fine else None)
+        return self.shallow.apply(vectors, self.source_view, self.query_view, self.hidden, fine=fine)
+
+
+def query_plan(
+    adapter: EmbedderAdapter,
+    config: CascadeConfig,
+    query_map: QueryMap | None,
+    mode: SearchMode,
+    *,
+    full_depth: bool = False,
+) -> QueryPlan:
+    """The pass of an elastic encoder's queries in ``mode`` (see :func:`encode_queries`)."""
+    source_view, query_view = adapter.source_view, adapter.query_view
+    assert source_view is not None and query_view is not None and adapter.fine_view is not None
+    shallow = None if full_depth else _shallow_map(adapter, config, query_map)
+    if shallow is None:
+        fine = adapter.fine_view if full_depth else query_view
+        views = [source_view] if mode is SearchMode.COARSE else [source_view, fine]
+        return QueryPlan(list(dict.fromkeys(views)), source_view, fine, None, adapter.hidden)
+    views = shallow.views(source_view, query_view, adapter.hidden, mode)
+    return QueryPlan(list(dict.fromkeys(views)), source_view, query_view, shallow, adapter.hidden)
+
+
 def encode_queries(
     adapter: EmbedderAdapter,
     config: CascadeConfig,
@@ -115,19 +177,13 @@ def encode_queries(
     A shallow-query index's pass stops at the query layer and the vectors go through its map;
     ``full_depth`` encodes the documents' own views instead (the full-depth reference).
     """
-    shallow = None if full_depth or not adapter.elastic else _shallow_map(adapter, config, query_map)
-    if shallow is None:
+    if not adapter.elastic:
         if mode is SearchMode.COARSE:
             return adapter.encode_query_sources(texts), None
-        if full_depth and adapter.elastic:
-            source, fine = adapter.encode_documents(texts)[:2]
-            return source, fine
         return adapter.encode_queries(texts)
-    source_view, query_view = adapter.source_view, adapter.query_view
-    assert source_view is not None and query_view is not None
-    views = shallow.views(source_view, query_view, adapter.hidden, mode)
-    vectors = dict(zip(views, adapter.encode_views(texts, views), strict=True))
-    return shallow.apply(vectors, source_view, query_view, adapter.hidden, fine=mode is not SearchMode.COARSE)
+    plan = query_plan(adapter, config, query_map, mode, full_depth=full_depth)
+    vectors = dict(zip(plan.views, adapter.encode_views(texts, plan.views), strict=True))
+    return plan.finish(vectors, fine=mode is not SearchMode.COARSE)
 
 
 def pass_depth(

@@ -37,7 +37,7 @@ __all__ = [
     "retune",
 ]
 
-LIGHT_SETTINGS = frozenset({"shortlist", "nprobe", "ef_search"})
+LIGHT_SETTINGS = frozenset({"shortlist", "nprobe", "ef_search", "exit_margin", "progressive"})
 """Settings that change how the coarse stage is searched, not what it holds."""
 QUERY_SETTINGS = frozenset({"query_layer", "query_map"})
 """Settings of the shallow-query map only (the coarse stage is kept)."""

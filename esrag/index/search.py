@@ -28,6 +28,7 @@ import numpy as np
 
 from esrag._arrays import l2_normalize
 from esrag.index.config import SearchMode
+from esrag.index.early_exit import exits
 from esrag.index.results import SearchResult
 from esrag.index.state import IndexState
 from esrag.validation import check_int, check_vectors, is_int
@@ -35,12 +36,15 @@ from esrag.validation import check_int, check_vectors, is_int
 __all__ = [
     "QUERY_CHUNK",
     "SearchPath",
+    "cascade_finish",
+    "cascade_shortlist",
     "check_queries",
     "check_search_args",
     "coarse_topk",
     "exact_topk",
     "filter_rows",
     "rerank",
+    "rows_result",
     "search_path",
     "search_state",
     "top_by_score",
@@ -198,24 +202,93 @@ def search_state(
     shortlist: int,
     filter: Mapping[str, Any] | None,
     mode: SearchMode,
+    exit_margin: float | None = None,
 ) -> SearchResult:
-    """Top-``k`` ids and scores per query (``fine_q`` is ``None`` only with ``coarse``)."""
+    """Top-``k`` ids and scores per query (``fine_q`` is ``None`` only with ``coarse``);
+    ``exit_margin``: early exit of decisive cascade queries (:mod:`esrag.index.early_exit`).
+    """
     if len(state) == 0:
         return SearchResult([[] for _ in range(source.shape[0])], [[] for _ in source])
     candidates = filter_rows(state, filter)
     n_match = len(state) if candidates is None else candidates.size
     path = search_path(mode, n_match, candidates is not None, state.config.exact_filter_threshold, shortlist)
-    ids: list[list[str]] = []
-    out_scores: list[list[float]] = []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    exited: list[np.ndarray] = []
     for start in range(0, source.shape[0], QUERY_CHUNK):  # bounded memory per chunk
         part = slice(start, start + QUERY_CHUNK)
         fine_part = None if fine_q is None else fine_q[part]
-        scores, rows = _search_rows(state, source[part], fine_part, k, shortlist, candidates, path)
+        if path is SearchPath.CASCADE and exit_margin is not None:
+            c_scores, c_rows = cascade_shortlist(state, source[part], shortlist, candidates)
+            gone = exits(c_scores, exit_margin)
+            assert fine_part is not None
+            parts.append(cascade_finish(state, fine_part, (c_scores, c_rows), k, candidates, gone))
+            exited.append(gone)
+        else:
+            parts.append(_search_rows(state, source[part], fine_part, k, shortlist, candidates, path))
+    result = rows_result(state, parts)
+    if exit_margin is None:
+        return result
+    flags = np.concatenate(exited).tolist() if exited else [False] * source.shape[0]
+    return SearchResult(result.ids, result.scores, exited=[bool(f) for f in flags])
+
+
+def rows_result(state: IndexState, parts: list[tuple[np.ndarray, np.ndarray]]) -> SearchResult:
+    """The ids and scores of (scores, rows) parts (rows -1 / scores -inf dropped), in order."""
+    ids: list[list[str]] = []
+    out_scores: list[list[float]] = []
+    for scores, rows in parts:
         for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True):
             keep = [(r, s) for r, s in zip(rr, ss, strict=True) if r >= 0 and s > -np.inf]
             ids.append(state.rows.doc_ids(r for r, _ in keep))
             out_scores.append([s for _, s in keep])
     return SearchResult(ids, out_scores)
+
+
+def cascade_shortlist(
+    state: IndexState, source: np.ndarray, shortlist: int, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's first phase: coarse (scores, rows) of the top ``shortlist`` of checked,
+    normalised coarse source query vectors (transformed here).
+    """
+    return coarse_topk(state, state.transform(source), shortlist, candidates)
+
+
+def cascade_finish(
+    state: IndexState,
+    fine_q: np.ndarray | None,
+    coarse: tuple[np.ndarray, np.ndarray],
+    k: int,
+    candidates: np.ndarray | None,
+    exited: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cascade's second phase: top-``k`` (scores, rows) from the coarse ``(scores, rows)``
+    shortlist: exact rerank, exact search for queries left short; ``exited`` queries (bool
+    mask) keep the shortlist's first ``k`` with their coarse scores (their ``fine_q`` rows
+    are not read; ``fine_q`` may be ``None`` when every query exited).
+    """
+    c_scores, rows = coarse
+    kk = min(k, rows.shape[1])
+    if exited is None:
+        exited = np.zeros(rows.shape[0], dtype=bool)
+    top_s = np.array(c_scores[:, :kk], dtype=np.float32)
+    top_r = np.array(rows[:, :kk])
+    stay = np.flatnonzero(~exited)
+    if stay.size == 0:
+        return top_s, top_r
+    assert fine_q is not None
+    every = stay.size == rows.shape[0]
+    stay_q, stay_rows = (fine_q, rows) if every else (fine_q[stay], rows[stay])
+    scores = rerank(state, stay_q, stay_rows)
+    order = top_by_score(scores, _keys(state, stay_rows), kk)
+    top_s[stay] = np.take_along_axis(scores, order, axis=1)
+    top_r[stay] = np.take_along_axis(stay_rows, order, axis=1)
+    n_match = len(state) if candidates is None else candidates.size
+    short = stay[(rows[stay] >= 0).sum(axis=1) < min(k, n_match)]
+    if short.size:  # the coarse index missed matches (IVF probes, HNSW filters): be exact
+        logger.debug("exact fallback for %d of %d queries", int(short.size), len(stay))
+        ex_s, ex_r = exact_topk(state, fine_q[short], kk, candidates)
+        top_s[short], top_r[short] = ex_s[:, :kk], ex_r[:, :kk]
+    return top_s, top_r
 
 
 def _search_rows(
@@ -234,20 +307,9 @@ def _search_rows(
     if path is SearchPath.EXACT:
         assert fine_q is not None
         return exact_topk(state, fine_q, k, candidates)
-    coarse_q = state.transform(source)
     if path is SearchPath.COARSE:
-        return coarse_topk(state, coarse_q, k, candidates)
+        return coarse_topk(state, state.transform(source), k, candidates)
     assert fine_q is not None
-    rows = coarse_topk(state, coarse_q, shortlist, candidates)[1]
-    scores = rerank(state, fine_q, rows)
-    kk = min(k, scores.shape[1])
-    order = top_by_score(scores, _keys(state, rows), kk)
-    top_s = np.take_along_axis(scores, order, axis=1)
-    top_r = np.take_along_axis(rows, order, axis=1)
-    n_match = len(state) if candidates is None else candidates.size
-    short = (rows >= 0).sum(axis=1) < min(k, n_match)
-    if short.any():  # the coarse index missed matches (IVF probes, HNSW filters): be exact
-        logger.debug("exact fallback for %d of %d queries", int(short.sum()), len(short))
-        ex_s, ex_r = exact_topk(state, fine_q[short], kk, candidates)
-        top_s[short], top_r[short] = ex_s[:, :kk], ex_r[:, :kk]
-    return top_s, top_r
+    return cascade_finish(
+        state, fine_q, cascade_shortlist(state, source, shortlist, candidates), k, candidates
+    )

@@ -190,8 +190,14 @@ class ShardedIndex(IndexFacade):
         shortlist: int,
         filter: Mapping[str, Any] | None,
         mode: SearchMode,
+        exit_margin: float | None = None,
     ) -> SearchResult:
         assert self._states is not None
+        if exit_margin is not None:
+            raise ValueError(
+                "exit_margin (early exit) is not supported by a sharded index yet; search it "
+                "without one (exit_margin=float('inf'))"
+            )
         return search_shards(
             self._states, source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode, map_fn=self._map
         )

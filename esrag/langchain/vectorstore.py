@@ -117,12 +117,20 @@ class CascadeVectorStore(VectorStore):
         *,
         shortlist: int | None = None,
         mode: SearchMode | str = SearchMode.CASCADE,
+        exit_margin: float | None = None,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        """Documents most similar to ``query`` with their cosine similarity (higher is better)."""
-        _check_kwargs("similarity_search", kwargs, ("k", "filter", "shortlist", "mode"))
+        """Documents most similar to ``query`` with their cosine similarity (higher is better).
+
+        ``exit_margin``: early exit (see :meth:`CascadeIndex.search`; default the index's
+        ``CascadeConfig.exit_margin``, ``inf``: never): a decisive query is answered from the
+        coarse shortlist (coarse scores) and its encoder pass stops at the coarse layer.
+        """
+        _check_kwargs("similarity_search", kwargs, ("k", "filter", "shortlist", "mode", "exit_margin"))
         shortlist = default_shortlist(shortlist, k, self.index.config.shortlist)
-        result = self.index.search([query], k=k, shortlist=shortlist, filter=filter, mode=mode)
+        result = self.index.search(
+            [query], k=k, shortlist=shortlist, filter=filter, mode=mode, exit_margin=exit_margin
+        )
         if result.mode != SearchMode(mode).value:
             logger.info("searched in %s mode (the index is %s)", result.mode, self.search_mode)
         return self._documents(result.ids[0], result.scores[0])
@@ -263,7 +271,7 @@ class CascadeVectorStore(VectorStore):
 
     # -------------------------------------------------------------- retriever
     def as_retriever(self, **kwargs: Any) -> CascadeRetriever:
-        """Retriever; ``search_kwargs={"k": ..., "shortlist": ..., "filter": ...}``."""
+        """Retriever; ``search_kwargs={"k": ..., "shortlist": ..., "filter": ..., "exit_margin": ...}``."""
         tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
         return CascadeRetriever(vectorstore=self, tags=tags, **kwargs)
 
@@ -282,7 +290,7 @@ def _check_kwargs(method: str, kwargs: dict[str, Any], supported: Sequence[str])
 class CascadeRetriever(VectorStoreRetriever):
     """Retriever over a :class:`CascadeVectorStore`.
 
-    ``k``, ``shortlist`` and ``filter`` may be given directly (``CascadeRetriever(
+    ``k``, ``shortlist``, ``filter`` and ``exit_margin`` may be given directly (``CascadeRetriever(
     vectorstore=store, k=3)``) or in ``search_kwargs``; keyword arguments to ``invoke``
     override both.
     """
@@ -291,6 +299,7 @@ class CascadeRetriever(VectorStoreRetriever):
     k: int | None = None
     shortlist: int | None = None
     filter: dict[str, Any] | None = None
+    exit_margin: float | None = None
 
     @property
     def search_mode(self) -> str:
@@ -298,10 +307,9 @@ class CascadeRetriever(VectorStoreRetriever):
         return self.vectorstore.search_mode
 
     def _merged(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = (("k", self.k), ("shortlist", self.shortlist), ("filter", self.filter))
         direct = {
-            name: value
-            for name, value in (("k", self.k), ("shortlist", self.shortlist), ("filter", self.filter))
-            if value is not None
+            name: value for name, value in (*given, ("exit_margin", self.exit_margin)) if value is not None
         }
         return {**direct, **kwargs}
 
