@@ -68,6 +68,21 @@ def test_sharded_search_equals_one_index(index_type, mode, filter):
     assert many.stats()["documents"] == 2500 and many.stats()["shards"] == 3
 
 
+@pytest.mark.parametrize("index_type", ["Flat", "IVF16,Flat"])
+def test_small_searches_in_the_calling_thread_equal_fanned_out_batches(index_type):
+    from esrag.index.sharded import FANOUT_MIN_QUERIES
+
+    one, many = _pair(index_type)
+    q, qf = _queries()
+    assert q.shape[0] >= FANOUT_MIN_QUERIES  # the batch fans out over threads
+    batched = many.search_embeddings(q, qf, k=10)
+    for i in range(q.shape[0]):  # one query at a time: serial over the shards
+        single = many.search_embeddings(q[i : i + 1], qf[i : i + 1], k=10)
+        assert single.ids[0] == batched.ids[0 + i]
+        np.testing.assert_allclose(single.scores[0], batched.scores[i], atol=1e-6)
+    _same(one.search_embeddings(q, qf, k=10), batched)
+
+
 def test_ivf_short_shortlist_falls_back_exactly_in_both():
     one, many = _pair("IVF64,Flat")
     one.reconfigure(nprobe=1)

@@ -40,6 +40,11 @@ from esrag.index.sharded_search import search_shards
 from esrag.index.shardset import ShardSetManifest, shard_of
 from esrag.validation import check_dim, check_int, check_strings
 
+FANOUT_MIN_QUERIES = 8
+"""Searches of fewer queries visit the shards in the calling thread: for one query at 1M
+documents (4 shards, IVF) handing each shard's step to a thread cost more than it saved
+(4.6 vs 3.2 ms per query; one index: 1.6 ms), batches fan out over threads."""
+
 __all__ = ["ShardedIndex"]
 
 
@@ -199,7 +204,14 @@ class ShardedIndex(IndexFacade):
                 "without one (exit_margin=float('inf'))"
             )
         return search_shards(
-            self._states, source, fine_q, k=k, shortlist=shortlist, filter=filter, mode=mode, map_fn=self._map
+            self._states,
+            source,
+            fine_q,
+            k=k,
+            shortlist=shortlist,
+            filter=filter,
+            mode=mode,
+            map_fn=self._map if source.shape[0] >= FANOUT_MIN_QUERIES else map,
         )
 
     def _map(self, fn: Any, shards: Iterable[int]) -> Iterable[Any]:
