@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import string
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +76,24 @@ def default_encoder():
     from esrag.encoder import EspressoEncoder
 
     return EspressoEncoder(device="cpu")
+
+
+@contextmanager
+def layers_run(encoder: Any) -> Iterator[list[int]]:
+    """Record the (1-based) transformer layers that run inside the block."""
+    calls: list[int] = []
+    hooks = [
+        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
+        for i, layer in enumerate(encoder.model.encoder.layer, start=1)
+    ]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def ran(calls: list[int]) -> list[int]:
+    out = sorted(set(calls))
+    calls.clear()
+    return out

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from esrag.cli.main import main
 from esrag.index import CascadeConfig, CascadeIndex, IndexFormatError
 from esrag.index.early_exit import coarse_margins, exits
 from esrag.langchain.vectorstore import CascadeVectorStore
+from tests.conftest import layers_run, ran
 
 WORDS = "cat dog bird fish tree car house river city music paper cell gene protein drug virus".split()
 TEXTS = [f"the {a} sees the {b} and the {c}" for a in WORDS for b in WORDS[:6] for c in WORDS[5:9] if a != b][
@@ -24,27 +23,6 @@ TEXTS = [f"the {a} sees the {b} and the {c}" for a in WORDS for b in WORDS[:6] f
 ]
 QUERIES = ["the cat sees the dog", "a protein and a gene", "the river city", "music paper", "drug virus cell"]
 CFG = CascadeConfig(coarse_layer=1, coarse_dim=8, transform="pca")
-
-
-@contextmanager
-def layers_run(encoder: Any) -> Iterator[list[int]]:
-    """Record the (1-based) transformer layers that run inside the block."""
-    calls: list[int] = []
-    hooks = [
-        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
-        for i, layer in enumerate(encoder.model.encoder.layer, start=1)
-    ]
-    try:
-        yield calls
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def ran(calls: list[int]) -> list[int]:
-    out = sorted(set(calls))
-    calls.clear()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ while the deeper layers run; ids and scores are those of the sequential cascade.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -13,27 +11,13 @@ import pytest
 
 from esrag.index import CascadeConfig, CascadeIndex
 from esrag.index import progressive as progressive_module
+from tests.conftest import layers_run
 
 WORDS = "cat dog bird fish tree car house river city music paper cell gene protein drug virus".split()
 TEXTS = [f"the {a} sees the {b} and the {c}" for a in WORDS for b in WORDS[:6] for c in WORDS[5:9] if a != b][
     :150
 ]
 QUERIES = ["the cat sees the dog", "a protein and a gene", "the river city", "music paper", "drug virus cell"]
-
-
-@contextmanager
-def layers_run(encoder: Any) -> Iterator[list[int]]:
-    """Record the (1-based) transformer layers that run inside the block."""
-    calls: list[int] = []
-    hooks = [
-        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
-        for i, layer in enumerate(encoder.model.encoder.layer, start=1)
-    ]
-    try:
-        yield calls
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def both(index: CascadeIndex, queries: list[str], **kwargs: Any) -> tuple[Any, Any]:

@@ -5,8 +5,6 @@ identity check."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +21,13 @@ from esrag.index.format import data_folder
 from esrag.index.query import LinearMap, QueryMap, QuerySetup, fit_query_map
 from esrag.langchain.embeddings import EspressoEmbeddings
 from esrag.langchain.vectorstore import CascadeVectorStore
+from tests.conftest import layers_run, ran
 
 WORDS = "cat dog bird fish tree car house river city music paper cell gene protein drug virus".split()
 TEXTS = [f"the {a} sees the {b} and the {c}" for a in WORDS for b in WORDS[:6] for c in WORDS[5:9] if a != b][
     :120
 ]
 QUERIES = ["the cat sees the dog", "a protein and a gene", "the river city"]
-
-
-@contextmanager
-def layers_run(encoder: Any) -> Iterator[list[int]]:
-    """Record the (1-based) transformer layers that run inside the block."""
-    calls: list[int] = []
-    hooks = [
-        layer.register_forward_hook(lambda *_a, i=i: calls.append(i))
-        for i, layer in enumerate(encoder.model.encoder.layer, start=1)
-    ]
-    try:
-        yield calls
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def ran(calls: list[int]) -> list[int]:
-    out = sorted(set(calls))
-    calls.clear()
-    return out
 
 
 # ---------------------------------------------------------------------- the map

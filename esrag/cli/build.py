@@ -262,17 +262,10 @@ def _fresh(
     _check_coarse(overrides, encoder)
     config = CascadeConfig(**overrides)
     texts, ids, metas = [d.text for d in docs], [d.id for d in docs], [d.metadata for d in docs]
+    build_kwargs: dict[str, Any] = {"ids": ids, "metadatas": metas, "config": config}
+    build_kwargs.update(batch_size=args.batch_size, show_progress_bar=progress_flag(args))
     if args.shallow_first:
-        index = CascadeIndex.build(
-            encoder,
-            texts,
-            ids=ids,
-            metadatas=metas,
-            config=config,
-            batch_size=args.batch_size,
-            show_progress_bar=progress_flag(args),
-            shallow_first=True,
-        )
+        index = CascadeIndex.build(encoder, texts, **build_kwargs, shallow_first=True)
         index.save(folder)
         searchable = time.perf_counter()
         log.info("%s: searchable in coarse mode; filling in the fine vectors", folder)
@@ -306,15 +299,7 @@ def _fresh(
             query_source=layers[query_layer] if query_layer < fine.layer else None,
         )
     else:
-        index = CascadeIndex.build(
-            encoder,
-            texts,
-            ids=ids,
-            metadatas=metas,
-            config=config,
-            batch_size=args.batch_size,
-            show_progress_bar=progress_flag(args),
-        )
+        index = CascadeIndex.build(encoder, texts, **build_kwargs)
     index.save(folder)
     return _report("built", folder, index, len(docs), 0, 0, 0)
 

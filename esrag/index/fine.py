@@ -15,11 +15,30 @@ import numpy as np
 
 from esrag.index.config import FineDType
 
-__all__ = ["FineStore"]
+__all__ = ["FineStore", "read_vectors"]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK_ROWS = 65_536
+
+
+def read_vectors(
+    path: Path, *, dim: int, dtype: FineDType | str, count: int, mmap: bool = True
+) -> np.ndarray:
+    """The (count, dim) fine vectors of a ``.npy`` file (memory-mapped read-only with ``mmap``).
+
+    Raises ``ValueError`` naming the file when it is unreadable or of the wrong shape or dtype.
+    """
+    want = np.dtype(FineDType(dtype).value)
+    try:
+        data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable fine vectors ({exc})") from exc
+    if data.shape != (count, int(dim)) or data.dtype != want:
+        raise ValueError(
+            f"{path}: expected {want} vectors of shape ({count}, {int(dim)}), found {data.dtype} {data.shape}"
+        )
+    return data
 
 
 def _top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,14 +194,4 @@ class FineStore:
         cls, path: Path, *, dim: int, dtype: FineDType | str, count: int, mmap: bool = True
     ) -> FineStore:
         """Open a ``.npy`` file written by :meth:`write` (memory-mapped read-only with ``mmap``)."""
-        want = np.dtype(FineDType(dtype).value)
-        try:
-            data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable fine vectors ({exc})") from exc
-        if data.shape != (count, int(dim)) or data.dtype != want:
-            raise ValueError(
-                f"{path}: expected {want} vectors of shape ({count}, {int(dim)}), "
-                f"found {data.dtype} {data.shape}"
-            )
-        return cls(dim, dtype, base=data)
+        return cls(dim, dtype, base=read_vectors(path, dim=dim, dtype=dtype, count=count, mmap=mmap))

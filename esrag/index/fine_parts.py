@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from esrag.index.config import FineDType
-from esrag.index.fine import FineStore
+from esrag.index.fine import FineStore, read_vectors
 
 __all__ = ["part_name", "part_names", "read_parts"]
 
@@ -41,16 +41,6 @@ def read_parts(
     want = np.dtype(FineDType(dtype).value)
     arrays = []
     for name, count in zip(part_names(parts), parts, strict=True):
-        path = folder / name
-        try:
-            data = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable fine vectors ({exc})") from exc
-        if data.shape != (count, int(dim)) or data.dtype != want:
-            raise ValueError(
-                f"{path}: expected {want} vectors of shape ({count}, {int(dim)}), "
-                f"found {data.dtype} {data.shape}"
-            )
-        arrays.append(data)
+        arrays.append(read_vectors(folder / name, dim=dim, dtype=dtype, count=count, mmap=mmap))
     base = np.concatenate(arrays) if arrays else np.empty((0, int(dim)), dtype=want)
     return FineStore(dim, dtype, base=np.ascontiguousarray(base, dtype=want))
