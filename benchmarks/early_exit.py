@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"base": base.to_json(), "test_points": [q.to_json() for q in same], "held_out": held})
     ref = test.reference
     lines = [
-        f"SciFact test ({ref['num_queries']} queries, {ref['num_docs']} docs), untrained all-MiniLM-L6-v2 "
-        f"(no ESE-trained model available); reference fine-only L6/384 exact nDCG@10 = {ref['quality']:.4f}, "
+        f"SciFact test ({ref['num_queries']} queries, {ref['num_docs']} docs), "
+        f"{'model ' + args.model if args.model else 'untrained all-MiniLM-L6-v2'}; "
+        f"reference fine-only L6/384 exact nDCG@10 = {ref['quality']:.4f}, "
         f"end to end {ref['end_to_end_ms_p50']:.2f} ms p50, {ref['end_to_end_flops'] / 1e6:.1f} MFLOPs. "
         f"Encoder pass measured here (p50 ms by layer: "
         + ", ".join(f"L{la} {ms:.2f}" for la, ms in sorted(cost.query_ms.items()))
