@@ -14,6 +14,7 @@ from esrag.errors import EsragError
 
 __all__ = [
     "CliError",
+    "corpus_spec",
     "load_encoder",
     "model_of_index",
     "open_index",
@@ -131,3 +132,17 @@ def add_model_args(parser: argparse.ArgumentParser, *, default_help: str) -> Non
 
 def progress_flag(args: argparse.Namespace) -> bool | None:
     return False if getattr(args, "quiet", False) else None
+
+
+def corpus_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~esrag.data.corpus.CorpusSpec` of the corpus options on the command line."""
+    from esrag.data.corpus import CorpusSpec
+
+    return CorpusSpec(
+        id_field=args.id_field,
+        text_field=args.text_field,
+        title_field=args.title_field or None,
+        metadata_fields=tuple(args.metadata_field) if args.metadata_field else None,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+    )

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from esrag.cli._common import CliError, add_model_args, print_json, progress_flag
+from esrag.cli._common import CliError, add_model_args, corpus_spec, print_json, progress_flag
 
 __all__ = ["add_arguments", "build", "config_overrides", "read_documents", "run", "summary"]
 
@@ -143,17 +143,9 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def read_documents(args: argparse.Namespace) -> list[Any]:
     """Read (and fully validate) the corpus named on the command line."""
-    from esrag.data.corpus import CorpusSpec, read_corpus
+    from esrag.data.corpus import read_corpus
 
-    spec = CorpusSpec(
-        id_field=args.id_field,
-        text_field=args.text_field,
-        title_field=args.title_field or None,
-        metadata_fields=tuple(args.metadata_field) if args.metadata_field else None,
-        chunk_size=args.chunk_size,
-        chunk_overlap=args.chunk_overlap,
-    )
-    return list(read_corpus(args.corpus, spec, args.format))
+    return list(read_corpus(args.corpus, corpus_spec(args), args.format))
 
 
 def run(args: argparse.Namespace) -> int:

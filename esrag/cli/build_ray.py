@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esrag.cli._common import CliError, progress_flag
+from esrag.cli._common import CliError, corpus_spec, progress_flag
 
 __all__ = ["add_ray_arguments", "build_ray"]
 
@@ -38,18 +38,10 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_ray(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
     """Run the Ray build the command line asks for; returns the build report."""
-    from esrag.data.corpus import CorpusSpec
     from esrag.index import CascadeConfig
     from esrag.scale.ray_build import RayOptions, build_sharded
 
-    spec = CorpusSpec(
-        id_field=args.id_field,
-        text_field=args.text_field,
-        title_field=args.title_field or None,
-        metadata_fields=tuple(args.metadata_field) if args.metadata_field else None,
-        chunk_size=args.chunk_size,
-        chunk_overlap=args.chunk_overlap,
-    )
+    spec = corpus_spec(args)
     try:
         options = RayOptions(
             address=None if args.ray == "local" else args.ray,
