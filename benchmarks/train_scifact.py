@@ -60,6 +60,20 @@ def recipe(folder: Path, output: str, seed: int, *, plain: bool = False) -> Trai
     )
 
 
+def with_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """``config`` with ``FIELD=JSON`` overrides (a bare word is taken as a string)."""
+    values = config.to_json()
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in values:
+            raise SystemExit(f"--set expects FIELD=VALUE with a TrainConfig field, got {item!r}")
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw
+    return TrainConfig.from_json(values)
+
+
 def export_rows(config: TrainConfig, path: Path) -> dict:
     """The training rows a run of ``config`` trains on (held-out split, mined negatives)."""
     base = EspressoEncoder(config.base, device="cpu")
@@ -104,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit-docs", type=int, default=None, help="smoke runs only")
     parser.add_argument("--quick", action="store_true", help="score only the headline views")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override one TrainConfig field of the recipe (an ablation), e.g. express_reduction='\"mean\"'",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     folder = Path(args.beir) if args.beir else Path(args.data) / "scifact"
@@ -113,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     results["before"] = evaluate(*embed(base, folder, args.cache, args.limit_docs), quick=args.quick)
     del base
 
-    config = recipe(folder, args.output, args.seed, plain=args.plain)
+    config = with_overrides(recipe(folder, args.output, args.seed, plain=args.plain), args.set)
     if args.export_data:
         results["exported"] = export_rows(config, Path(args.export_data))
     if not args.skip_train:

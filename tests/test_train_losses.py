@@ -85,7 +85,7 @@ def test_express_value_and_teacher_gets_no_gradient() -> None:
     }
     teacher = PairEmbeddings(torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True))
     base = InfoNCELoss(scale=10.0)
-    loss, parts = ExpressLoss(base, kl_weight=0.5, temperature=2.0)(shallow, teacher)
+    loss, parts = ExpressLoss(base, kl_weight=0.5, temperature=2.0, reduction="sum")(shallow, teacher)
     expected = sum(
         layer_weight(layer)
         * (base(batch) + 0.5 * kl_alignment(base.logits(batch), base.logits(teacher), 2.0))
@@ -97,7 +97,7 @@ def test_express_value_and_teacher_gets_no_gradient() -> None:
     assert teacher.anchors.grad is None and teacher.positives.grad is None
     for batch in shallow.values():
         assert batch.anchors.grad is not None and batch.anchors.grad.abs().sum() > 0
-    mean_loss, _ = ExpressLoss(base, kl_weight=0.5, temperature=2.0, reduction="mean")(shallow, teacher)
+    mean_loss, _ = ExpressLoss(base, kl_weight=0.5, temperature=2.0)(shallow, teacher)  # default: mean
     assert mean_loss.item() == pytest.approx(loss.item() / 2, rel=1e-6)
 
 

@@ -35,7 +35,7 @@ def kl_alignment(
 
 
 class ExpressLoss(nn.Module):
-    """Σ_i w_i · (base(layer i) + kl_weight · KL(last ‖ layer i)), w_i = 1/(1 + ln i).
+    """mean_i w_i · (base(layer i) + kl_weight · KL(last ‖ layer i)), w_i = 1/(1 + ln i).
 
     For each shallow layer i the base loss (InfoNCE or CoSENT) runs on that layer's pooled
     embedding, and the layer's in-batch similarity distribution (row softmax of the scaled
@@ -49,8 +49,10 @@ class ExpressLoss(nn.Module):
       layer 1..L-1 (or the configured subset) is trained.
     - Shallow layers get the base loss on their full width, as in the paper; the reference
       trains them only on the first K dims. ``prefix_dims`` adds prefix terms if wanted.
-    - ``reduction="sum"`` (default) adds the weighted terms as the paper's equation does;
-      ``"mean"`` divides by the number of shallow layers as the reference code does.
+    - ``reduction="mean"`` (default) divides by the number of shallow layers as the
+      reference code does, so the shallow terms together weigh about half the last layer's
+      base term; ``"sum"`` adds them as the paper's equation does (~2.9× the last layer's
+      for six layers, which measurably costs full-depth quality, see ExpressReduction).
     - The KL is scaled by T (the reference's ``compute_distillation_loss`` convention)
       rather than Hinton's T²; the current reference code has no such KL at all.
     """
@@ -61,7 +63,7 @@ class ExpressLoss(nn.Module):
         *,
         kl_weight: float = 1.0,
         temperature: float = 1.0,
-        reduction: ExpressReduction | str = ExpressReduction.SUM,
+        reduction: ExpressReduction | str = ExpressReduction.MEAN,
         prefix_dims: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
