@@ -2,13 +2,13 @@
 
 Usage: python benchmarks/report.py [--results benchmarks/results]
 
-Reads ``train_scifact_default.json``, ``peer_st_scifact.json`` and ``peer_angle_scifact.json``
-(the current trainer and its peers; ``benchmarks/train_scifact.py``, ``peer_st.py``,
-``peer_angle.py``), then the earlier recipe's ``train_sts.json`` (and its ablations
-``train_sts_no_express.json``, ``train_sts_no_compress.json``) and ``train_scifact.json``
-(with ``train_scifact_no_*.json``), written by ``benchmarks/train_sts.py`` and the earlier
-``benchmarks/train_scifact.py``; a missing file is
-skipped. Nothing is computed here beyond ratios of the stored figures.
+Reads ``train_scifact_default*.json``, ``train_scifact_compress*.json`` and
+``train_scifact_peer_{st,angle}*.json`` (the current trainer, its ``--compress`` variant and
+its peers, per seed; ``benchmarks/train_scifact.py``, ``peer_st.py``, ``peer_angle.py``),
+then the earlier recipe's ``train_sts.json`` (and its ablations ``train_sts_no_express.json``,
+``train_sts_no_compress.json``) and ``train_scifact.json`` (with ``train_scifact_no_*.json``),
+written by ``benchmarks/train_sts.py`` and the earlier ``benchmarks/train_scifact.py``; a
+missing file is skipped. Nothing is computed here beyond ratios and means of the stored figures.
 """
 
 from __future__ import annotations
@@ -89,15 +89,29 @@ def ablation_table(folder: Path) -> list[str]:
     return lines
 
 
-PEERS = (
-    ("train_scifact_default", "esrag, defaults (the README recipe)"),
-    ("peer_st_scifact", "sentence-transformers: MNRL in Matryoshka2dLoss"),
-    ("peer_angle_scifact", "angle_emb AngleESETrainer (ESE, compression 64)"),
+# (label, lr, results file stem by seed): SciFact test, the same exported rows per seed
+PEERS: tuple[tuple[str, str, dict[int, str]], ...] = (
+    (
+        "esrag, defaults (the README recipe)",
+        "1e-4",
+        {42: "train_scifact_default", 43: "train_scifact_default_seed43", 44: "train_scifact_default_seed44"},
+    ),
+    (
+        "esrag, defaults + `--compress`",
+        "1e-4",
+        {42: "train_scifact_compress", 43: "train_scifact_compress_seed43"},
+    ),
+    ("sentence-transformers: MNRL in Matryoshka2dLoss", "5e-5", {42: "train_scifact_peer_st"}),
+    ("sentence-transformers: MNRL in Matryoshka2dLoss", "1e-4", {43: "train_scifact_peer_st_seed43"}),
+    ("angle_emb AngleESETrainer (ESE, compression 64)", "5e-5", {42: "train_scifact_peer_angle"}),
+    ("angle_emb AngleESETrainer (ESE, compression 64)", "1e-4", {43: "train_scifact_peer_angle_seed43"}),
 )
+HEADLINE = ("full", "l2_64_flat", "l2_64_prefix_retention", "l2_64_adapter_retention")
 
 
-def _timing(run: dict[str, Any]) -> str:
-    train = run.get("train") or run.get("peer_timing") or {}
+def _timing(folder: Path, stem: str, run: dict[str, Any]) -> str:
+    """CPU-s per step, wall s and CPU-s of the training (a peer's from ``<stem>_timing.json``)."""
+    train = run.get("train") or _load(folder, f"{stem}_timing") or {}
     per_step = train.get("cpu_seconds_per_step")
     wall = train.get("wall_seconds", train.get("seconds"))
     cpu = train.get("process_cpu_seconds", train.get("cpu_seconds"))
@@ -109,30 +123,36 @@ def _timing(run: dict[str, Any]) -> str:
     return " | ".join(cells)
 
 
+def _cells(values: dict[str, float]) -> str:
+    return (
+        f"{values['full']:.3f} | {values['l2_64_flat']:.3f} | {values['l2_64_prefix_retention']:.1%} | "
+        f"{values['l2_64_adapter_retention']:.1%}"
+    )
+
+
 def peer_table(folder: Path) -> list[str]:
-    """SciFact test: base, esrag's default run and the peers on the same rows, steps and batch."""
+    """SciFact test: base, esrag's default run and the peers on the same rows, steps and batch,
+    one row per seed (the seed of the held-out split, the mined negatives and the batches) and
+    the mean over seeds where a recipe ran on several."""
     lines = [
-        "| run | full nDCG@10 | L2/64 alone | L2/64 `prefix` cascade | L2/64 `adapter` cascade "
+        "| run | lr | seed | full nDCG@10 | L2/64 alone | L2/64 `prefix` cascade | L2/64 `adapter` cascade "
         "| CPU-s / step | wall s | CPU-s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    first = next((r for name, _ in PEERS if (r := _load(folder, name))), None)
+    first = next((r for _, _, stems in PEERS for stem in stems.values() if (r := _load(folder, stem))), None)
     if first is not None:
-        b = first["headline"]["before"]
-        lines.append(
-            f"| base (untrained) | {b['full']:.3f} | {b['l2_64_flat']:.3f} | "
-            f"{b['l2_64_prefix_retention']:.1%} | {b['l2_64_adapter_retention']:.1%} | — | — | — |"
-        )
-    for name, label in PEERS:
-        run = _load(folder, name)
-        if run is None:
-            lines.append(f"| {label} | not run | | | | | | |")
+        lines.append(f"| base (untrained) | | | {_cells(first['headline']['before'])} | — | — | — |")
+    for label, lr, stems in PEERS:
+        runs = {seed: run for seed, stem in stems.items() if (run := _load(folder, stem))}
+        if not runs:
+            lines.append(f"| {label} | {lr} | | not run | | | | | | |")
             continue
-        a = run["headline"]["after"]
-        lines.append(
-            f"| {label} | {a['full']:.3f} | {a['l2_64_flat']:.3f} | {a['l2_64_prefix_retention']:.1%} | "
-            f"{a['l2_64_adapter_retention']:.1%} | {_timing(run)} |"
-        )
+        for seed, run in runs.items():
+            timing = _timing(folder, stems[seed], run)
+            lines.append(f"| {label} | {lr} | {seed} | {_cells(run['headline']['after'])} | {timing} |")
+        if len(runs) > 1:
+            mean = {k: sum(r["headline"]["after"][k] for r in runs.values()) / len(runs) for k in HEADLINE}
+            lines.append(f"| {label}: mean | {lr} | {len(runs)} seeds | {_cells(mean)} | | | |")
     return lines
 
 

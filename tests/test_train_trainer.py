@@ -95,6 +95,7 @@ def tiny_config(base: Path, data: Path, output: Path, **kwargs: object) -> Train
         output=str(output),
         base=str(base),
         batch_size=8,
+        compress=True,  # the whole ESE objective (off by default), so resume covers the PCA state
         compress_dim=8,
         max_steps=6,
         lr=1e-3,

@@ -1,5 +1,8 @@
 """ESE fine-tuning: learn-to-express (shallow layers) + learn-to-compress (leading dims).
 
+Learn-to-compress is opt-in (``compress=True``, ``--compress``): measured, it improved no
+view, because an index compresses width with a corpus-fitted ``pca``/``adapter`` transform.
+
     from esrag.train import TrainConfig, train
     result = train(TrainConfig(train=("pairs.jsonl",), output="models/my-ese"))
 

@@ -48,6 +48,8 @@ _HELP = {
     "own detached last layer), contrastive (layer-K query vs its positive's last layer, in-batch "
     "and hard negatives) or both",
     "query_weight": "weight of the query layers' terms (added to the ESE loss)",
+    "compress": "learn-to-compress on the first --compress-dim dims (off by default: it improved no "
+    "measured view; width is compressed at index time by the pca/adapter transforms)",
 }
 _REPEATED = {"train", "eval", "where", "eval_views", "layers", "prefix_dims", "query_layers"}
 
