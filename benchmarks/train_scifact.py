@@ -21,6 +21,9 @@ Usage (from the repository root; heavy: run it nice'd)::
         --results benchmarks/results/train_scifact_default.json --export-data runs/scifact-rows.json
     ... --skip-train --output MODEL [--pooling mean]   # only evaluate an existing model
     ... --beir runs/snli-beir --plain                  # another BEIR folder, every default
+    ... --seed 43 --set compress=true                  # another seed / an ablation
+
+``benchmarks/paired_scifact.py`` then tells a real difference between two runs from query noise.
 """
 
 from __future__ import annotations
