@@ -102,6 +102,7 @@ PEERS: tuple[tuple[str, str, dict[int, str]], ...] = (
         {42: "train_scifact_compress", 43: "train_scifact_compress_seed43"},
     ),
     ("esrag, defaults + `--compress --kl-weight 0`", "1e-4", {42: "train_scifact_kl0"}),
+    ("esrag, defaults + `--layers 2` (only layer 2 trained)", "1e-4", {43: "train_scifact_layers2_seed43"}),
     ("sentence-transformers: MNRL in Matryoshka2dLoss", "5e-5", {42: "train_scifact_peer_st"}),
     ("sentence-transformers: MNRL in Matryoshka2dLoss", "1e-4", {43: "train_scifact_peer_st_seed43"}),
     ("angle_emb AngleESETrainer (ESE, compression 64)", "5e-5", {42: "train_scifact_peer_angle"}),
