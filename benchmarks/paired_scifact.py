@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _env import environment
-from scifact_eval import LAYERS, _top, embed
+from scifact_eval import LAYERS, embed, top_k
 
 from esrag.encoder import EspressoEncoder
 from esrag.encoder.cache import view_of
@@ -35,7 +35,7 @@ def per_query_full(model_dir: str, folder: Path, cache: str | None) -> dict[str,
     """Per-query nDCG@10 of ``model_dir``'s full view (flat search) on SciFact test."""
     docs, queries, doc_ids, query_ids, qrels = embed(EspressoEncoder(model_dir, device="cpu"), folder, cache)
     scores = view_of(queries, LAYERS, 6, 384) @ view_of(docs, LAYERS, 6, 384).T
-    run = {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, _top(scores, 10), strict=True)}
+    run = {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, top_k(scores, 10), strict=True)}
     return ndcg_at_k(run, qrels, 10, per_query=True)
 
 

@@ -13,7 +13,7 @@ dependency of esrag: run this in its own virtual environment::
 then evaluate the saved model with the same SciFact test code as esrag's run::
 
     python benchmarks/train_scifact.py --skip-train --output runs/scifact-angle --pooling mean \
-        --results benchmarks/results/peer_angle_scifact.json
+        --results benchmarks/results/train_scifact_peer_angle.json
 
 ``AngleE.fit`` wraps the backbone in ``torch.compile``; ``--no-compile`` (default) replaces it
 with the identity, which changes nothing but the speed of the first steps on CPU. Wall time

@@ -26,7 +26,8 @@ DIMS = [32, 64, 128, 384]
 SHORTLIST = 100
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k highest scores, best first."""
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -51,16 +52,16 @@ def evaluate(
         run = {q: [doc_ids[j] for j in row] for q, row in zip(query_ids, ranked, strict=True)}
         return float(ndcg_at_k(run, qrels, 10))
 
-    full = ndcg(_top(full_scores, 10))
+    full = ndcg(top_k(full_scores, 10))
 
     def row(scores: np.ndarray) -> dict[str, float]:
         """The view alone (flat) and as a cascade's coarse stage (shortlist, full rerank)."""
-        shortlist = _top(scores, SHORTLIST)
+        shortlist = top_k(scores, SHORTLIST)
         rerank = np.take_along_axis(full_scores, shortlist, axis=1)
         order = np.argsort(-rerank, axis=1, kind="stable")[:, :10]
         cascade = ndcg(np.take_along_axis(shortlist, order, axis=1))
         return {
-            "flat": ndcg(_top(scores, 10)),
+            "flat": ndcg(top_k(scores, 10)),
             "cascade": cascade,
             "retention": cascade / full if full else 0.0,
         }
